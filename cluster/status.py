@@ -1,0 +1,113 @@
+"""What `kaon status` and `kaon serve`'s progress show: applications, deployments, replicas, load.
+
+Read through the Ray driver connection (GCS and the replica actors), not the dashboard's HTTP
+API, which needs Ray's auth token. Per-replica load comes from each replica's routing stats
+(the same numbers the request routers see) and Ray Serve's own ongoing-request count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ray
+from ray import serve
+
+REPLICA_PREFIX = "SERVE_REPLICA::"
+STATS_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class ReplicaLoad:
+    replica_id: str
+    ongoing_requests: int
+    running_requests: int
+    waiting_requests: int
+    kv_cache_usage: float
+    prefix_cache_hit_rate: float
+
+
+@dataclass(slots=True)
+class DeploymentView:
+    name: str
+    status: str
+    replica_states: dict[str, int]
+    message: str
+    replicas: list[ReplicaLoad] = field(default_factory=list)
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(r.waiting_requests for r in self.replicas)
+
+
+@dataclass(slots=True)
+class AppView:
+    name: str
+    status: str
+    message: str
+    deployments: list[DeploymentView]
+
+
+def read_apps(with_load: bool = True) -> list[AppView]:
+    apps = []
+    for app_name, app in serve.status().applications.items():
+        deployments = [
+            DeploymentView(
+                name=name,
+                status=str(dep.status.value if hasattr(dep.status, "value") else dep.status),
+                replica_states={str(getattr(s, "value", s)): n for s, n in dep.replica_states.items()},
+                message=dep.message,
+            )
+            for name, dep in app.deployments.items()
+        ]
+        if with_load:
+            for deployment in deployments:
+                deployment.replicas = _replica_loads(app_name, deployment.name)
+        status = str(getattr(app.status, "value", app.status))
+        apps.append(AppView(name=app_name, status=status, message=app.message, deployments=deployments))
+    return apps
+
+
+def _replica_loads(app_name: str, deployment: str) -> list[ReplicaLoad]:
+    prefix = f"{REPLICA_PREFIX}{app_name}#{deployment}#"
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    loads = []
+    for name in sorted(names):
+        try:
+            actor = ray.get_actor(name, namespace="serve")
+            stats, ongoing = ray.get(
+                [actor.record_routing_stats.remote(), actor.get_num_ongoing_requests.remote()],
+                timeout=STATS_TIMEOUT_S,
+            )
+        except Exception:  # noqa: BLE001 - a replica starting or stopping has no load to show
+            continue
+        loads.append(
+            ReplicaLoad(
+                replica_id=name.removeprefix(prefix),
+                ongoing_requests=ongoing,
+                running_requests=int(stats.get("running_requests", 0)),
+                waiting_requests=int(stats.get("waiting_requests", 0)),
+                kv_cache_usage=float(stats.get("kv_cache_usage", 0.0)),
+                prefix_cache_hit_rate=float(stats.get("prefix_cache_hit_rate", 0.0)),
+            )
+        )
+    return loads
+
+
+def format_apps(apps: list[AppView]) -> str:
+    if not apps:
+        return "no kaon application is running"
+    lines = []
+    for app in apps:
+        lines.append(f"application {app.name}: {app.status}" + (f" — {app.message}" if app.message else ""))
+        for dep in app.deployments:
+            states = ", ".join(f"{n} {s}" for s, n in sorted(dep.replica_states.items())) or "no replicas"
+            lines.append(f"  {dep.name}: {dep.status} ({states}), queue depth {dep.queue_depth}")
+            if dep.message:
+                lines.append(f"    {dep.message}")
+            for r in dep.replicas:
+                lines.append(
+                    f"    replica {r.replica_id}: ongoing {r.ongoing_requests}, running {r.running_requests}, "
+                    f"waiting {r.waiting_requests}, kv cache {r.kv_cache_usage:.0%}, "
+                    f"prefix hit rate {r.prefix_cache_hit_rate:.0%}"
+                )
+    return "\n".join(lines)

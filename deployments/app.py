@@ -1,0 +1,43 @@
+"""``build_app``: the config → a Ray Serve application (one deployment per model + the router)."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve import Application
+
+from kaon.config import KaonConfig, ModelConfig
+from kaon.deployments.replica import EngineFactory, ModelReplica
+from kaon.deployments.resources import replica_resources
+from kaon.deployments.router import Router
+from kaon.engine.vllm_engine import VLLMEngine
+
+
+def deployment_name(model: ModelConfig) -> str:
+    return "model-" + model.name.replace("/", "--").replace(":", "-")
+
+
+def _model_deployment(model: ModelConfig, device: str, engine_factory: EngineFactory) -> Application:
+    options = replica_resources(model, device).deployment_options()
+    deployment = serve.deployment(ModelReplica).options(
+        name=deployment_name(model),
+        num_replicas=model.replicas,
+        max_ongoing_requests=model.max_ongoing_requests,
+        max_queued_requests=model.max_queued_requests,
+        graceful_shutdown_timeout_s=model.graceful_shutdown_timeout_s,
+        health_check_period_s=10,
+        health_check_timeout_s=60,
+        **options,
+    )
+    return deployment.bind(model, device, engine_factory)
+
+
+def build_app(config: KaonConfig, device: str, engine_factory: EngineFactory = VLLMEngine) -> Application:
+    """Wire the router to one deployment per model; ``engine_factory`` picks the engine (fake in tests)."""
+    models = {m.name: _model_deployment(m, device, engine_factory) for m in config.models}
+    router = serve.deployment(Router).options(
+        name="router",
+        num_replicas=config.router.replicas,
+        max_ongoing_requests=config.router.max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    )
+    return router.bind(config, models)

@@ -1,0 +1,74 @@
+"""The model replica deployment: one engine per Ray Serve replica, nothing else.
+
+Each method is a streaming generator: it yields a single ErrorResponse or full response
+object, or the SSE chunks of a stream. The router reads the first item to choose the
+HTTP response, so a bad request never opens a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+from kaon.config import ModelConfig
+from kaon.engine.protocol import Engine
+
+logger = logging.getLogger("ray.serve")
+
+EngineFactory = Callable[[ModelConfig, str], Engine]
+
+
+class ModelReplica:
+    async def __init__(self, model: ModelConfig, device: str, engine_factory: EngineFactory):
+        self._engine = engine_factory(model, device)
+        await self._engine.start()
+
+    async def chat(self, request: ChatCompletionRequest) -> AsyncIterator[BaseModel | str]:
+        async for item in _items(self._engine.chat(request)):
+            yield item
+
+    async def completion(self, request: CompletionRequest) -> AsyncIterator[BaseModel | str]:
+        async for item in _items(self._engine.completion(request)):
+            yield item
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Polled by Ray Serve's controller and handed to the request routers."""
+        return self._engine.stats().to_dict()
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+    async def __del__(self) -> None:
+        await self._engine.shutdown()
+
+
+async def _items(call: Awaitable[BaseModel | AsyncIterator[str]]) -> AsyncIterator[BaseModel | str]:
+    """Flatten an engine result into items, turning any exception into an OpenAI error.
+
+    vLLM raises its validation errors (bad sampling parameter, prompt over the context
+    length); ``create_error_response`` maps them to the status and ``param`` that
+    `vllm serve` returns. After a stream has started, the error becomes an SSE event.
+    """
+    started = False
+    try:
+        result = await call
+        if isinstance(result, BaseModel):
+            yield result
+            return
+        async for chunk in result:
+            started = True
+            yield chunk
+    except Exception as error:  # noqa: BLE001 - the client must get an answer, not a dropped call
+        response = create_error_response(error)
+        if response.error.code >= 500:
+            logger.exception("engine call failed")
+        if started:
+            yield f"data: {response.model_dump_json()}\n\ndata: [DONE]\n\n"
+        else:
+            yield response

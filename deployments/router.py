@@ -1,0 +1,116 @@
+"""The router deployment: kaon's OpenAI-compatible HTTP API in front of the model replicas.
+
+Requests are parsed and validated with vLLM's own protocol models and error handlers, so a
+bad parameter gets the same 400 (with ``param``) that `vllm serve` gives. ``model`` picks the
+model deployment; each call goes through that deployment's handle, whose request router
+picks the replica. Errors keep the OpenAI shape: before a stream starts as a JSON body with
+the right status, after it starts as a ``data: {"error": ...}`` event and ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse, ModelCard, ModelList
+from vllm.entrypoints.serve.exception_handling.register import init_exception_handler
+from vllm.entrypoints.serve.utils.api_utils import validate_json_request
+
+from kaon.config import KaonConfig
+
+logger = logging.getLogger("ray.serve")
+
+RETRY_AFTER_S = 1
+
+app = FastAPI(title="kaon", description="OpenAI-compatible API served by kaon on Ray Serve.")
+app.state.args = argparse.Namespace(log_error_stack=False)
+init_exception_handler(app)
+
+
+def error_response(status: HTTPStatus, message: str, param: str | None = None) -> ErrorResponse:
+    return ErrorResponse(error=ErrorInfo(message=message, type=_error_type(status), param=param, code=status.value))
+
+
+def _error_type(status: HTTPStatus) -> str:
+    """`NotFoundError`, `ServiceUnavailableError`, `InternalServerError`: the names vLLM uses."""
+    name = status.phrase.replace(" ", "")
+    return name if name.endswith("Error") else name + "Error"
+
+
+def _json_error(error: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.model_dump(), status_code=error.error.code, headers=headers)
+
+
+def _sse_error(error: ErrorResponse) -> str:
+    return f"data: {error.model_dump_json()}\n\ndata: [DONE]\n\n"
+
+
+async def _stream(first: str, rest: DeploymentResponseGenerator, model: str) -> AsyncIterator[str]:
+    """Relay the SSE chunks; a failure after the first chunk ends the stream with an error event."""
+    yield first
+    try:
+        async for chunk in rest:
+            yield chunk
+    except Exception as error:  # noqa: BLE001
+        logger.exception("stream from model %s failed", model)
+        yield _sse_error(error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"Model `{model}` failed mid-stream: {type(error).__name__}"))
+
+
+# Serve pickles the ingress class with the FastAPI app when the decorator runs, so every
+# module-level helper the endpoints use must be defined above this line.
+@serve.ingress(app)
+class Router:
+    def __init__(self, config: KaonConfig, models: dict[str, DeploymentHandle]):
+        self._config = config
+        self._models = {name: handle.options(stream=True) for name, handle in models.items()}
+
+    @app.get("/health")
+    async def health(self) -> Response:
+        return Response(status_code=HTTPStatus.OK)
+
+    @app.get("/v1/models")
+    async def list_models(self) -> ModelList:
+        cards = [
+            ModelCard(id=m.name, root=m.source, owned_by="kaon", max_model_len=m.engine.max_model_len)
+            for m in self._config.models
+        ]
+        return ModelList(data=cards)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
+    async def chat(self, request: ChatCompletionRequest) -> Response:
+        return await self._dispatch(request.model, "chat", request)
+
+    @app.post("/v1/completions", dependencies=[Depends(validate_json_request)])
+    async def completion(self, request: CompletionRequest) -> Response:
+        return await self._dispatch(request.model, "completion", request)
+
+    async def _dispatch(self, model: str, method: str, request: BaseModel) -> Response:
+        handle = self._models.get(model)
+        if handle is None:
+            return _json_error(error_response(HTTPStatus.NOT_FOUND, f"The model `{model}` does not exist.", "model"))
+        stream: DeploymentResponseGenerator = getattr(handle, method).remote(request)
+        try:
+            first = await stream.__anext__()
+        except BackPressureError:
+            busy = error_response(HTTPStatus.SERVICE_UNAVAILABLE, f"Model `{model}` is at capacity; retry shortly.")
+            return _json_error(busy, headers={"Retry-After": str(RETRY_AFTER_S)})
+        except StopAsyncIteration:
+            return _json_error(error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "The replica returned no response."))
+        except Exception as error:  # noqa: BLE001 - every failure must reach the client in OpenAI shape
+            logger.exception("request to model %s failed", model)
+            return _json_error(error_response(HTTPStatus.SERVICE_UNAVAILABLE, f"Model `{model}` failed: {type(error).__name__}"))
+        if isinstance(first, ErrorResponse):
+            return _json_error(first)
+        if isinstance(first, BaseModel):
+            return JSONResponse(first.model_dump())
+        return StreamingResponse(_stream(first, stream, model), media_type="text/event-stream")

@@ -1,0 +1,95 @@
+"""kaon's EngineConfig → vLLM's own parsed `vllm serve` arguments.
+
+The config is turned into `vllm serve` command-line flags and parsed by vLLM's parser, so
+every default, type conversion and check is exactly `vllm serve`'s, and a bad value fails
+with vLLM's message, prefixed with the kaon field that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, NoReturn
+
+from kaon.config import ConfigError, EngineConfig, ModelConfig
+
+
+def _vllm_parser() -> argparse.ArgumentParser:
+    """vLLM's `vllm serve` parser, raising ConfigError instead of exiting on a bad value."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    class Parser(FlexibleArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise ConfigError(message)
+
+    return make_arg_parser(Parser(prog="kaon-engine"))
+
+
+def engine_settings(engine: EngineConfig, device: str) -> dict[str, Any]:
+    """The vLLM argument values kaon sets from the config (underscore names)."""
+    settings: dict[str, Any] = {
+        "dtype": engine.dtype,
+        "max_model_len": engine.max_model_len,
+        "tensor_parallel_size": engine.tensor_parallel_size,
+        "pipeline_parallel_size": engine.pipeline_parallel_size,
+        "quantization": engine.quantization,
+        "enable_prefix_caching": engine.enable_prefix_caching,
+        "block_size": engine.block_size,
+        "max_num_seqs": engine.max_num_seqs,
+        "max_num_batched_tokens": engine.max_num_batched_tokens,
+        "enforce_eager": engine.enforce_eager,
+        "seed": engine.seed,
+        "disable_log_stats": False,
+    }
+    if device == "gpu":
+        settings["gpu_memory_utilization"] = engine.gpu_memory_utilization
+        if engine.world_size > 1:
+            settings["distributed_executor_backend"] = "ray"
+    elif engine.world_size > 1:
+        settings["distributed_executor_backend"] = "mp"
+    return settings
+
+
+def to_flags(settings: dict[str, Any], option_strings: set[str]) -> list[str]:
+    """`{"max_model_len": 2048, "enforce_eager": True}` → `["--max-model-len", "2048", "--enforce-eager"]`.
+
+    A False boolean becomes ``--no-NAME`` where vLLM has that form; a plain store-true flag
+    is left out instead (False is its default).
+    """
+    flags: list[str] = []
+    for name, value in settings.items():
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            negative = "--no-" + flag[2:]
+            if value or negative in option_strings:
+                flags.append(flag if value else negative)
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *(str(item) for item in value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def vllm_args(model: ModelConfig, model_path: str, device: str) -> argparse.Namespace:
+    """Parse the model's settings with vLLM's `vllm serve` parser.
+
+    ``engine.extra_args`` go last, so they may override anything kaon sets.
+    """
+    parser = _vllm_parser()
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(model.engine.extra_args) - known)
+    if unknown:
+        raise ConfigError(f"models[{model.name}].engine.extra_args: not vLLM arguments: {unknown}")
+    settings = engine_settings(model.engine, device)
+    settings["served_model_name"] = [model.name]
+    options = set(parser._option_string_actions)
+    flags = ["--model", model_path, *to_flags(settings, options), *to_flags(model.engine.extra_args, options)]
+    try:
+        return parser.parse_args(flags)
+    except ConfigError as error:
+        raise ConfigError(f"models[{model.name}].engine: {error}") from None

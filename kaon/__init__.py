@@ -1,0 +1,1 @@
+"""kaon: an LLM serving cluster on Ray Serve and vLLM."""

@@ -1,0 +1,203 @@
+"""The `kaon` command: serve, status, shutdown, tiny-model."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kaon.config import ConfigError, KaonConfig, apply_overrides, default_config_path, load_config, resolve_device
+
+READY_TIMEOUT_S = 900.0
+POLL_INTERVAL_S = 1.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kaon", description="LLM serving on Ray Serve and vLLM.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="deploy the models and the OpenAI API")
+    serve.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
+    serve.add_argument("--model", help="serve this model (hub id or path) instead of the config's models")
+    serve.add_argument("--replicas", type=int, help="replicas of every model")
+    serve.add_argument("--port", type=int, help="HTTP port of the OpenAI API")
+    serve.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    serve.add_argument("--detach", action="store_true", help="return once ready, leave it serving")
+
+    status = commands.add_parser("status", help="deployments, replicas, their state and load")
+    status.add_argument("--address", default="auto")
+
+    shutdown = commands.add_parser("shutdown", help="remove kaon's application (and the local Ray kaon started)")
+    shutdown.add_argument("--address", default="auto")
+
+    tiny = commands.add_parser("tiny-model", help="write kaon's generated test model")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--size", choices=["tiny", "bench"], default="tiny")
+    tiny.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def serve_overrides(config: KaonConfig, args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted config paths the `serve` flags set."""
+    overrides: dict[str, Any] = {}
+    if args.model:
+        first = config.models[0].model_dump()
+        overrides["models"] = [first | {"name": args.model, "source": args.model}]
+    for index in range(1 if args.model else len(config.models)):
+        if args.replicas is not None:
+            overrides[f"models.{index}.replicas"] = args.replicas
+    if args.port is not None:
+        overrides["http.port"] = args.port
+    if args.address is not None:
+        overrides["cluster.address"] = args.address
+    return overrides
+
+
+def _local_num_cpus(config: KaonConfig) -> int:
+    """Logical CPUs for a local Ray: every replica's share plus the router and headroom."""
+    needed = sum(m.replicas * m.engine.world_size for m in config.models) + 2
+    return config.cluster.num_cpus or max(8, needed)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from kaon.cluster import local
+
+    config = load_config(args.config or default_config_path())
+    config = apply_overrides(config, serve_overrides(config, args))
+    address = config.cluster.address
+    started_here = False
+    if address is None:
+        if not local.local_ray_running():
+            print(f"starting a local Ray cluster ({_local_num_cpus(config)} logical CPUs)…", flush=True)
+            local.start_local_ray(_local_num_cpus(config))
+            started_here = True
+        address = "auto"
+    local.connect(address)
+    deploy(config)
+    if not wait_until_ready(config.cluster.app_name):
+        return 1
+    print(f"kaon is serving at http://{config.http.host}:{config.http.port}/v1 — models: "
+          + ", ".join(m.name for m in config.models), flush=True)
+    if args.detach:
+        return 0
+    _wait_for_signal()
+    print("shutting down…", flush=True)
+    _teardown(config.cluster.app_name, stop_ray=started_here)
+    return 0
+
+
+def deploy(config: KaonConfig) -> None:
+    from ray import serve
+    from ray.serve._private.api import RunTarget  # noqa: PLC2701 - RunTarget is run_many's argument type
+
+    from kaon.deployments.app import build_app
+
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    target = RunTarget(target=build_app(config, resolve_device(config.cluster.device)), name=config.cluster.app_name, route_prefix="/")
+    serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+
+
+def wait_until_ready(app_name: str, timeout_s: float = READY_TIMEOUT_S) -> bool:
+    """Print each change of replica states until the app runs; False if it failed or timed out."""
+    from kaon.cluster.status import read_apps
+
+    deadline, last = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        apps = {a.name: a for a in read_apps(with_load=False)}
+        app = apps.get(app_name)
+        if app is not None:
+            line = f"{app.status}: " + "; ".join(
+                f"{d.name} " + ", ".join(f"{n} {s}" for s, n in sorted(d.replica_states.items()))
+                for d in app.deployments
+            )
+            if line != last:
+                print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+                last = line
+            if app.status == "RUNNING":
+                return True
+            if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                print(f"deployment failed: {app.message}", file=sys.stderr)
+                for d in app.deployments:
+                    if d.message:
+                        print(f"  {d.name}: {d.message}", file=sys.stderr)
+                return False
+        time.sleep(POLL_INTERVAL_S)
+    print(f"not ready after {timeout_s:.0f} s", file=sys.stderr)
+    return False
+
+
+def _wait_for_signal() -> None:
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, _frame: received.append(number))
+    while not received:
+        time.sleep(0.2)
+
+
+def _teardown(app_name: str, stop_ray: bool) -> None:
+    from ray import serve
+
+    from kaon.cluster import local
+
+    serve.delete(app_name)
+    if stop_ray:
+        serve.shutdown()
+        local.stop_local_ray()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from kaon.cluster import local
+    from kaon.cluster.status import format_apps, read_apps
+
+    try:
+        local.connect(args.address)
+    except ConnectionError:
+        print("no Ray cluster is running (start one with `kaon serve`)", file=sys.stderr)
+        return 1
+    print(format_apps(read_apps()))
+    return 0
+
+
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    from ray import serve
+
+    from kaon.cluster import local
+
+    try:
+        local.connect(args.address)
+    except ConnectionError:
+        print("no Ray cluster is running")
+        return 0
+    serve.shutdown()
+    if local.started_by_kaon():
+        local.stop_local_ray()
+        print("stopped kaon and the local Ray cluster it started")
+    else:
+        print("removed kaon's applications; the Ray cluster keeps running")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from kaon.tiny_model import ensure_tiny_model
+
+    print(ensure_tiny_model(args.dir, size=args.size, seed=args.seed))
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"kaon: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

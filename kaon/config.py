@@ -1,0 +1,188 @@
+"""kaon's one validated configuration: models, engines, replicas, HTTP and the Ray cluster.
+
+Loaded from YAML (``load_config``) with CLI overrides applied on top (``apply_overrides``).
+Every model is a pydantic model with ``extra="forbid"`` so a misspelt key fails at load,
+and every error message names the field path and the offending value.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TINY_MODEL_SCHEME = "kaon-tiny:"
+"""A model ``source`` of ``kaon-tiny:tiny`` or ``kaon-tiny:bench`` means the generated model."""
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be served; the message names the field and value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EngineConfig(_Strict):
+    """vLLM engine settings for one model; mapped onto vLLM's own engine arguments."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(default=None, gt=0)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    quantization: str | None = None
+    enable_prefix_caching: bool = True
+    block_size: int | None = Field(default=None, gt=0)
+    max_num_seqs: int = Field(default=64, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0)
+    enforce_eager: bool = True
+    seed: int = 0
+    kv_cache_space_gib: float = Field(default=1.0, gt=0, description="CPU only: VLLM_CPU_KVCACHE_SPACE")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="GPU only")
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any further vLLM engine/frontend argument, by its `vllm serve` name "
+        "with underscores (e.g. {'max_logprobs': 10}).",
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+class ModelConfig(_Strict):
+    """One served model: its name in requests, where its weights are, how many replicas."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._\-/:]+$")
+    source: str = Field(
+        min_length=1,
+        description="A Hugging Face hub id, a local path, or kaon-tiny:tiny / kaon-tiny:bench.",
+    )
+    replicas: int = Field(default=1, ge=0)
+    max_ongoing_requests: int = Field(default=256, ge=1, description="Per replica, at the handle.")
+    max_queued_requests: int = Field(
+        default=1024, ge=-1, description="Requests waiting at the handles for a replica (-1: no bound)."
+    )
+    graceful_shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _known_tiny_size(cls, source: str) -> str:
+        if source.startswith(TINY_MODEL_SCHEME):
+            size = source.removeprefix(TINY_MODEL_SCHEME)
+            if size not in ("tiny", "bench"):
+                raise ValueError(f"generated model size must be tiny or bench, got {size!r}")
+        return source
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class RouterConfig(_Strict):
+    """The ingress deployment that serves the OpenAI API."""
+
+    replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=1024, ge=1)
+
+
+class ClusterConfig(_Strict):
+    """Where to run: an existing Ray cluster (``address``) or a local one kaon starts."""
+
+    address: str | None = None
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    num_cpus: int | None = Field(
+        default=None,
+        ge=1,
+        description="Logical CPUs for a local Ray (default: enough for every replica).",
+    )
+    app_name: str = Field(default="kaon", min_length=1)
+
+
+class KaonConfig(_Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> KaonConfig:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {field}: {item['msg']}{shown}")
+    return "invalid kaon config:\n" + "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> KaonConfig:
+    """Validate a config mapping; raise ``ConfigError`` naming each bad field and value."""
+    try:
+        return KaonConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def load_config(path: str | Path) -> KaonConfig:
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return parse_config(data)
+
+
+def apply_overrides(config: KaonConfig, overrides: dict[str, Any]) -> KaonConfig:
+    """Set dotted paths (``models.0.replicas``, ``http.port``) and re-validate the whole config."""
+    data = config.model_dump()
+    for path, value in overrides.items():
+        _set_path(data, path.split("."), value)
+    return parse_config(data)
+
+
+def _set_path(data: Any, parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data[int(part)] if isinstance(data, list) else data.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(data, list):
+        data[int(last)] = value
+    else:
+        data[last] = value
+
+
+def default_config_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs" / "tiny-cpu.yaml"
+
+
+def resolve_device(setting: str) -> str:
+    """``auto`` → ``cpu`` where vLLM's CPU build is installed or no NVIDIA driver is present."""
+    if setting != "auto":
+        return setting
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return "cpu"
+    except importlib.metadata.PackageNotFoundError:
+        return "gpu" if shutil.which("nvidia-smi") else "cpu"

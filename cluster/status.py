@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import ray
 from ray import serve
 
+from kaon.engine.stats import EngineStats
+
 REPLICA_PREFIX = "SERVE_REPLICA::"
 STATS_TIMEOUT_S = 5.0
 
@@ -20,10 +22,7 @@ STATS_TIMEOUT_S = 5.0
 class ReplicaLoad:
     replica_id: str
     ongoing_requests: int
-    running_requests: int
-    waiting_requests: int
-    kv_cache_usage: float
-    prefix_cache_hit_rate: float
+    engine: EngineStats | None
 
 
 @dataclass(slots=True)
@@ -36,7 +35,7 @@ class DeploymentView:
 
     @property
     def queue_depth(self) -> int:
-        return sum(r.waiting_requests for r in self.replicas)
+        return sum(r.engine.waiting_requests for r in self.replicas if r.engine is not None)
 
 
 @dataclass(slots=True)
@@ -80,16 +79,7 @@ def _replica_loads(app_name: str, deployment: str) -> list[ReplicaLoad]:
             )
         except Exception:  # noqa: BLE001 - a replica starting or stopping has no load to show
             continue
-        loads.append(
-            ReplicaLoad(
-                replica_id=name.removeprefix(prefix),
-                ongoing_requests=ongoing,
-                running_requests=int(stats.get("running_requests", 0)),
-                waiting_requests=int(stats.get("waiting_requests", 0)),
-                kv_cache_usage=float(stats.get("kv_cache_usage", 0.0)),
-                prefix_cache_hit_rate=float(stats.get("prefix_cache_hit_rate", 0.0)),
-            )
-        )
+        loads.append(ReplicaLoad(name.removeprefix(prefix), ongoing, EngineStats.from_dict(stats)))
     return loads
 
 
@@ -104,10 +94,16 @@ def format_apps(apps: list[AppView]) -> str:
             lines.append(f"  {dep.name}: {dep.status} ({states}), queue depth {dep.queue_depth}")
             if dep.message:
                 lines.append(f"    {dep.message}")
-            for r in dep.replicas:
-                lines.append(
-                    f"    replica {r.replica_id}: ongoing {r.ongoing_requests}, running {r.running_requests}, "
-                    f"waiting {r.waiting_requests}, kv cache {r.kv_cache_usage:.0%}, "
-                    f"prefix hit rate {r.prefix_cache_hit_rate:.0%}"
-                )
+            lines += [f"    replica {r.replica_id}: {_load_line(r)}" for r in dep.replicas]
     return "\n".join(lines)
+
+
+def _load_line(replica: ReplicaLoad) -> str:
+    line = f"ongoing {replica.ongoing_requests}"
+    engine = replica.engine
+    if engine is not None:
+        line += (
+            f", running {engine.running_requests}, waiting {engine.waiting_requests}, "
+            f"kv cache {engine.kv_cache_usage:.0%}, prefix hit rate {engine.prefix_cache_hit_rate:.0%}"
+        )
+    return line

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 
 from kaon.config import ModelConfig
@@ -30,11 +31,11 @@ class ModelReplica:
         await self._engine.start()
 
     async def chat(self, request: ChatCompletionRequest) -> AsyncIterator[BaseModel | str]:
-        async for item in _items(self._engine.chat(request)):
+        async for item in _items(self._engine.chat(request), request):
             yield item
 
     async def completion(self, request: CompletionRequest) -> AsyncIterator[BaseModel | str]:
-        async for item in _items(self._engine.completion(request)):
+        async for item in _items(self._engine.completion(request), request):
             yield item
 
     def record_routing_stats(self) -> dict[str, Any]:
@@ -48,7 +49,7 @@ class ModelReplica:
         await self._engine.shutdown()
 
 
-async def _items(call: Awaitable[BaseModel | AsyncIterator[str]]) -> AsyncIterator[BaseModel | str]:
+async def _items(call: Awaitable[BaseModel | AsyncIterator[str]], request: BaseModel) -> AsyncIterator[BaseModel | str]:
     """Flatten an engine result into items, turning any exception into an OpenAI error.
 
     vLLM raises its validation errors (bad sampling parameter, prompt over the context
@@ -65,10 +66,21 @@ async def _items(call: Awaitable[BaseModel | AsyncIterator[str]]) -> AsyncIterat
             started = True
             yield chunk
     except Exception as error:  # noqa: BLE001 - the client must get an answer, not a dropped call
-        response = create_error_response(error)
+        response = with_param(create_error_response(error), request)
         if response.error.code >= 500:
             logger.exception("engine call failed")
         if started:
             yield f"data: {response.model_dump_json()}\n\ndata: [DONE]\n\n"
         else:
             yield response
+
+
+def with_param(response: ErrorResponse, request: BaseModel) -> ErrorResponse:
+    """Fill ``param`` where vLLM left it out but its message starts with a request field.
+
+    vLLM names the parameter for most bad values, not all (``n must be at least 1``).
+    """
+    first_word = response.error.message.split(" ", 1)[0]
+    if response.error.param is None and response.error.code == 400 and first_word in type(request).model_fields:
+        response.error.param = first_word
+    return response

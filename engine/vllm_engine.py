@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,7 @@ class _StatsRecorder(StatLoggerBase):
 
 def cpu_environment(model: ModelConfig) -> dict[str, str]:
     """Environment vLLM's CPU backend reads at engine start."""
-    return {"VLLM_CPU_KVCACHE_SPACE": f"{model.engine.kv_cache_space_gib:g}"}
+    return {"VLLM_CPU_KVCACHE_SPACE": str(model.engine.kv_cache_space_gib)}
 
 
 class VLLMEngine:
@@ -94,6 +95,14 @@ class VLLMEngine:
         self._stats = stats
 
     def stats(self) -> EngineStats:
+        """The scheduler's last report, corrected for an engine that has gone idle.
+
+        vLLM reports scheduler numbers only when it steps, so after the last request
+        finishes or is aborted the report would still count it; the output processor's
+        count of unfinished requests is exact at every moment.
+        """
+        if self._client is not None and self._client.output_processor.get_num_unfinished_requests() == 0:
+            return replace(self._stats, running_requests=0, waiting_requests=0)
         return self._stats
 
     async def check_health(self) -> None:

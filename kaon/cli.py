@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def deploy(config: KaonConfig) -> None:
     from ray import serve
-    from ray.serve._private.api import RunTarget  # noqa: PLC2701 - RunTarget is run_many's argument type
+    from ray.serve.api import RunTarget
 
     from kaon.deployments.app import build_app
 

@@ -41,7 +41,7 @@ class EngineConfig(_Strict):
     max_num_batched_tokens: int | None = Field(default=None, gt=0)
     enforce_eager: bool = True
     seed: int = 0
-    kv_cache_space_gib: float = Field(default=1.0, gt=0, description="CPU only: VLLM_CPU_KVCACHE_SPACE")
+    kv_cache_space_gib: int = Field(default=1, ge=1, description="CPU only: VLLM_CPU_KVCACHE_SPACE (whole GiB)")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="GPU only")
     extra_args: dict[str, Any] = Field(
         default_factory=dict,

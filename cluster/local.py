@@ -49,7 +49,7 @@ def started_by_kaon() -> bool:
 
 
 def stop_local_ray() -> None:
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop"], capture_output=True)
     _state_file().unlink(missing_ok=True)
 
 

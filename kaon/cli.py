@@ -138,6 +138,7 @@ def _wait_for_signal() -> None:
 
 
 def _teardown(app_name: str, stop_ray: bool) -> None:
+    import ray
     from ray import serve
 
     from kaon.cluster import local
@@ -145,6 +146,7 @@ def _teardown(app_name: str, stop_ray: bool) -> None:
     serve.delete(app_name)
     if stop_ray:
         serve.shutdown()
+        ray.shutdown()
         local.stop_local_ray()
 
 
@@ -162,6 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_shutdown(args: argparse.Namespace) -> int:
+    import ray
     from ray import serve
 
     from kaon.cluster import local
@@ -173,6 +176,7 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
         return 0
     serve.shutdown()
     if local.started_by_kaon():
+        ray.shutdown()
         local.stop_local_ray()
         print("stopped kaon and the local Ray cluster it started")
     else:

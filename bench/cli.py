@@ -1,0 +1,302 @@
+"""`kaon bench`: the command that ties workloads, arrivals, the runner and reports together.
+
+``add_parser(subparsers)`` registers the subcommand (imports nothing heavy, so ``kaon
+--help`` stays fast); ``run(args)`` executes it and returns the exit code: 0 when every run
+completed at least one request, 1 when one completed none or the baseline failed to start,
+2 for unusable arguments (bad flags, unknown model, tokenizer that cannot load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+WORKLOADS = ("shared-prefix", "multi-turn", "random")
+WARMUP_SEED = 2**31 - 1
+
+
+class UsageError(ValueError):
+    """Arguments that cannot make a run; the message says which and why."""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench", help="load-test an OpenAI-compatible endpoint (kaon or any other)",
+        description="Send a seeded workload on an arrival schedule, stream every response, and "
+        "write per-request records, a summary and plots. Example: kaon bench --workload random "
+        "--input-tokens-min 100 --input-tokens-max 200 --output-tokens 16 --concurrency 1 --concurrency 4",
+    )
+    target = p.add_argument_group("target")
+    target.add_argument("--url", default="http://127.0.0.1:8000", help="server root (default %(default)s)")
+    target.add_argument("--model", help="model name in requests (default: the first of GET /v1/models)")
+    target.add_argument("--tokenizer", help="tokenizer path or hub id, or kaon-tiny:tiny|bench "
+                        "(default: the model card's root, else the model name)")
+    target.add_argument("--api-key", help="sent as a Bearer token")
+    target.add_argument("--label", default="target", help="name of this server in results (default %(default)s)")
+    target.add_argument("--metrics-url", help="Prometheus text endpoint of the target, e.g. http://127.0.0.1:8000/metrics")
+
+    work = p.add_argument_group("workload (token counts measured with the tokenizer)")
+    work.add_argument("--workload", choices=WORKLOADS, default="random")
+    work.add_argument("--num-groups", type=int, default=64, help="shared-prefix: groups (default %(default)s)")
+    work.add_argument("--prompts-per-group", type=int, default=16, help="shared-prefix (default %(default)s)")
+    work.add_argument("--system-prompt-tokens", type=int, help="shared-prefix: 2048, multi-turn: 1000 by default")
+    work.add_argument("--question-tokens", type=int, default=128, help="shared-prefix (default %(default)s)")
+    work.add_argument("--num-users", type=int, default=16, help="multi-turn (default %(default)s)")
+    work.add_argument("--rounds", type=int, default=8, help="multi-turn (default %(default)s)")
+    work.add_argument("--user-turn-tokens", type=int, default=100, help="multi-turn (default %(default)s)")
+    work.add_argument("--output-tokens", type=int, help="shared-prefix: 256, multi-turn: 100; random: sets min and max")
+    work.add_argument("--input-tokens-min", type=int, default=256, help="random (default %(default)s)")
+    work.add_argument("--input-tokens-max", type=int, default=1024, help="random (default %(default)s)")
+    work.add_argument("--output-tokens-min", type=int, default=64, help="random (default %(default)s)")
+    work.add_argument("--output-tokens-max", type=int, default=256, help="random (default %(default)s)")
+    work.add_argument("--api", choices=("chat", "completions"), default="chat", help="random: endpoint to use")
+    work.add_argument("--seed", type=int, default=0, help="load point k uses seed + k (default %(default)s)")
+
+    load = p.add_argument_group("load (one run per --rate or per --concurrency)")
+    load.add_argument("--rate", type=float, action="append", help="open loop, req/s (repeat for a sweep; inf = all at once)")
+    load.add_argument("--concurrency", type=int, action="append",
+                      help="closed loop with N in flight (repeat for a sweep); with one --rate: a cap")
+    load.add_argument("--arrival", choices=("poisson", "constant", "step"), default="poisson")
+    load.add_argument("--steps", help='step schedule "DURATION_S:RATE,...", e.g. "10:0.5,30:4"')
+    load.add_argument("--num-requests", type=int, default=200, help="per run (default %(default)s)")
+    load.add_argument("--max-duration-s", type=float, default=300.0, help="no request starts later (default %(default)s)")
+    load.add_argument("--request-timeout-s", type=float, default=300.0)
+    load.add_argument("--warmup-requests", type=int, default=1, help="short unrecorded requests before the runs")
+    load.add_argument("--no-ignore-eos", action="store_true", help="for servers that reject ignore_eos")
+    load.add_argument("--no-progress", action="store_true")
+
+    out = p.add_argument_group("results")
+    out.add_argument("--out", type=Path, help="result directory (default bench-results/<timestamp>)")
+    out.add_argument("--compare", nargs="+", type=Path, metavar="RESULT.json",
+                     help="only compare earlier result files (ratios vs the first) and exit")
+    out.add_argument("--baseline", action="store_true",
+                     help="also run the same workloads against a bare vLLM of the same model started here")
+    out.add_argument("--baseline-max-model-len", type=int, default=2048)
+    out.add_argument("--baseline-dtype", default="float32")
+    out.add_argument("--baseline-kv-cache-gib", type=int, default=1)
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPoint:
+    """One run's schedule; ``tag`` names its files, ``seed`` its workload."""
+
+    tag: str
+    seed: int
+    schedule: Any
+
+
+def load_points(args: argparse.Namespace) -> list[LoadPoint]:
+    from kaon.bench import arrivals
+
+    rates, concurrencies = args.rate or [], args.concurrency or []
+    bounds = {"max_requests": args.num_requests, "max_duration_s": args.max_duration_s}
+    if args.arrival == "step":
+        if not args.steps or rates:
+            raise UsageError("--arrival step needs --steps and takes no --rate")
+        if len(concurrencies) > 1:
+            raise UsageError("a step schedule takes at most one --concurrency (a cap)")
+        cap = concurrencies[0] if concurrencies else None
+        schedule = arrivals.steps(arrivals.parse_steps(args.steps), args.num_requests, args.max_duration_s,
+                                  seed=args.seed, max_concurrency=cap)
+        return [LoadPoint("steps", args.seed, schedule)]
+    if args.steps:
+        raise UsageError("--steps needs --arrival step")
+    if rates:
+        if len(concurrencies) > 1:
+            raise UsageError("with --rate, give at most one --concurrency (a cap for every rate)")
+        cap = concurrencies[0] if concurrencies else None
+        points = []
+        for k, rate in enumerate(rates):
+            if args.arrival == "poisson":
+                schedule = arrivals.poisson(rate, seed=args.seed + k, max_concurrency=cap, **bounds)
+            else:
+                schedule = arrivals.constant(rate, max_concurrency=cap, **bounds)
+            points.append(LoadPoint(f"r{rate:g}", args.seed + k, schedule))
+        return points
+    return [
+        LoadPoint(f"c{n}", args.seed + k, arrivals.closed_loop(n, **bounds))
+        for k, n in enumerate(concurrencies or [1])
+    ]
+
+
+def build_workload(args: argparse.Namespace, tokenizer: Any, seed: int, num_requests: int) -> tuple[list, dict[str, Any]]:
+    """The workload's requests and the parameters that made them (for the result file)."""
+    from kaon.bench import workloads
+
+    if args.workload == "shared-prefix":
+        params = {"num_groups": args.num_groups, "prompts_per_group": args.prompts_per_group,
+                  "system_prompt_tokens": args.system_prompt_tokens or 2048,
+                  "question_tokens": args.question_tokens, "output_tokens": args.output_tokens or 256}
+        make = workloads.generated_shared_prefix
+    elif args.workload == "multi-turn":
+        params = {"num_users": args.num_users, "rounds": args.rounds,
+                  "system_prompt_tokens": args.system_prompt_tokens or 1000,
+                  "user_turn_tokens": args.user_turn_tokens, "output_tokens": args.output_tokens or 100}
+        make = workloads.multi_turn_chat
+    else:
+        low = args.output_tokens or args.output_tokens_min
+        high = args.output_tokens or args.output_tokens_max
+        params = {"num_requests": num_requests, "input_tokens_min": args.input_tokens_min,
+                  "input_tokens_max": args.input_tokens_max, "output_tokens_min": low,
+                  "output_tokens_max": high, "chat": args.api == "chat"}
+        make = workloads.random_lengths
+    return make(tokenizer, seed=seed, **params), params
+
+
+def discover_model(url: str, model: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """(model name, its card's ``root``) from GET /v1/models; the name as given if that fails."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{url.rstrip('/').removesuffix('/v1')}/v1/models", headers=headers, timeout=10.0)
+        response.raise_for_status()
+        cards = response.json().get("data") or []
+    except (httpx.HTTPError, ValueError) as error:
+        if model is None:
+            raise UsageError(f"cannot list models at {url} ({error}); pass --model") from None
+        return model, None
+    if model is None:
+        if not cards:
+            raise UsageError(f"{url} serves no models")
+        return cards[0]["id"], cards[0].get("root")
+    return model, next((c.get("root") for c in cards if c.get("id") == model), None)
+
+
+def load_tokenizer(source: str) -> tuple[Any, str]:
+    """(tokenizer, local path or hub id it was loaded from); kaon-tiny: sources are generated."""
+    from transformers import AutoTokenizer
+
+    from kaon.engine.model_source import resolve_model_path
+
+    path = resolve_model_path(source)
+    try:
+        return AutoTokenizer.from_pretrained(path), path
+    except Exception as error:  # noqa: BLE001 - any loader failure is a usage problem here
+        raise UsageError(f"cannot load a tokenizer from {path!r} ({type(error).__name__}: {error}); pass --tokenizer") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError as error:
+        print(f"kaon bench: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kaon.bench import report
+
+    if args.compare:
+        print(report.compare(args.compare, args.out or args.compare[0].parent))
+        return 0
+    points = load_points(args)
+    model, root = discover_model(args.url, args.model, args.api_key)
+    tokenizer, model_path = load_tokenizer(args.tokenizer or root or model)
+    out_dir = args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
+    print(f"model {model}, tokenizer {model_path}, results in {out_dir}", flush=True)
+    jobs = []
+    for point in points:
+        requests, params = build_workload(args, tokenizer, point.seed, point.schedule.num_requests)
+        if len(requests) < point.schedule.num_requests:
+            print(f"note: {point.tag}: the workload has {len(requests)} requests, the schedule "
+                  f"{point.schedule.num_requests}; sending {len(requests)}", file=sys.stderr)
+        jobs.append((point, requests, params))
+    warmup = build_workload_warmup(tokenizer, args.warmup_requests)
+    results = _run_all(args, args.label, args.url, model, args.metrics_url, jobs, warmup, out_dir)
+    baseline_ok = True
+    if args.baseline:
+        baseline_results = _run_baseline(args, model, model_path, jobs, warmup, out_dir, results)
+        baseline_ok = baseline_results is not None
+        results += baseline_results or []
+    report.plot_ttft_cdf(results, out_dir / "ttft_cdf.png")
+    if len(points) > 1:
+        report.plot_latency_throughput(results, out_dir / "latency_throughput.png")
+    print(f"plots in {out_dir}")
+    return 0 if baseline_ok and all(r["summary"]["completed"] > 0 for r in results) else 1
+
+
+def build_workload_warmup(tokenizer: Any, count: int) -> list:
+    from kaon.bench.workloads import random_lengths
+
+    return random_lengths(tokenizer, count, 16, 32, 4, 4, seed=WARMUP_SEED) if count > 0 else []
+
+
+def _run_all(args, label, url, model, metrics_url, jobs, warmup, out_dir) -> list[dict[str, Any]]:
+    from kaon.bench import arrivals, report
+    from kaon.bench.client import ClientConfig
+    from kaon.bench.metrics import summarize
+
+    config = ClientConfig(
+        base_url=url, model=model, api_key=args.api_key, ignore_eos=not args.no_ignore_eos,
+        request_timeout_s=args.request_timeout_s, show_progress=not args.no_progress,
+    )
+    if warmup:
+        quiet = replace(config, show_progress=False)
+        _execute(warmup, arrivals.closed_loop(1, len(warmup), args.max_duration_s), quiet, None, label)
+    results = []
+    for point, requests, params in jobs:
+        run_result, server = _execute(requests, point.schedule, config, metrics_url, label)
+        summary = summarize(run_result.records, run_result.wall_s, run_result.not_sent)
+        run_config = {
+            "url": url, "model": model, "workload": args.workload, "workload_params": params,
+            "seed": point.seed, "schedule": point.schedule.description, "arrival": point.schedule.kind,
+            "max_concurrency": point.schedule.max_concurrency, "num_requests": point.schedule.num_requests,
+            "max_duration_s": point.schedule.max_duration_s, "ignore_eos": config.ignore_eos,
+            "temperature": config.temperature, "started_unix_s": run_result.started_unix_s,
+        }
+        result = report.result_dict(label, run_config, summary, run_result.records, server)
+        path = report.write_result(out_dir / f"{label}-{args.workload}-{point.tag}.json", result)
+        print(report.format_summary(result) + f"\n  → {path}", flush=True)
+        results.append(result)
+    return results
+
+
+def _execute(requests, schedule, config, metrics_url, label):
+    from kaon.bench.client import run_requests
+    from kaon.bench.server_metrics import prometheus_source, watch
+
+    async def go():
+        work = lambda: run_requests(requests, schedule, config)  # noqa: E731
+        if metrics_url is None:
+            return await work(), None
+        return await watch(work, prometheus_source(metrics_url), metrics_url)
+
+    return asyncio.run(go())
+
+
+def _run_baseline(args, model, model_path, jobs, warmup, out_dir, target_results) -> list[dict[str, Any]] | None:
+    """Run the same jobs against a bare vLLM; print each point's ratios; None if it failed to start."""
+    from kaon.bench import report
+    from kaon.bench.baseline import BareVLLMServer, BaselineError, BaselineSpec, free_port
+
+    spec = BaselineSpec(model_path=model_path, served_model_name=model, port=free_port(),
+                        dtype=args.baseline_dtype, max_model_len=args.baseline_max_model_len,
+                        kv_cache_space_gib=args.baseline_kv_cache_gib)
+    print(f"starting bare vLLM on port {spec.port} (log {out_dir / 'baseline-vllm.log'})…", flush=True)
+    try:
+        with BareVLLMServer(spec, out_dir / "baseline-vllm.log") as url:
+            results = _run_all(args, "vllm", url, model, f"{url}/metrics", jobs, warmup, out_dir)
+    except BaselineError as error:
+        print(f"kaon bench: baseline failed: {error}", file=sys.stderr)
+        return None
+    for base, target in zip(results, target_results):
+        print("\n" + report.comparison_table([base, target]))
+    report.plot_comparison([*results, *target_results], out_dir / "compare.png")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kaon")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

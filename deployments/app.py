@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from kaon.config import KaonConfig, ModelConfig
 from kaon.deployments.replica import EngineFactory, ModelReplica
+from kaon.deployments.request_router import KaonRequestRouter
 from kaon.deployments.resources import replica_resources
 from kaon.deployments.router import Router
 from kaon.engine.vllm_engine import VLLMEngine
+from kaon.routing.prompt_keys import block_size_tokens
 
 
 def deployment_name(model: ModelConfig) -> str:
@@ -26,9 +29,27 @@ def _model_deployment(model: ModelConfig, device: str, engine_factory: EngineFac
         graceful_shutdown_timeout_s=model.graceful_shutdown_timeout_s,
         health_check_period_s=10,
         health_check_timeout_s=60,
+        request_router_config=request_router_config(model, device),
         **options,
     )
     return deployment.bind(model, device, engine_factory)
+
+
+def request_router_config(model: ModelConfig, device: str) -> RequestRouterConfig:
+    routing = model.routing
+    settings = {
+        "block_size_tokens": block_size_tokens(model, device),
+        "prefill_tokens_per_s": routing.prefill_tokens_per_s,
+        "decode_cost_tokens": routing.decode_cost_tokens,
+        "spill_slack_requests": routing.spill_slack_requests,
+        "capacity_blocks_per_replica": routing.index_capacity_blocks,
+        "ttl_s": routing.index_ttl_s,
+    }
+    return RequestRouterConfig(
+        request_router_class=KaonRequestRouter,
+        request_router_kwargs={"policy": routing.policy, "seed": routing.seed, "settings": settings},
+        request_routing_stats_period_s=routing.stats_period_s,
+    )
 
 
 def build_app(config: KaonConfig, device: str, engine_factory: EngineFactory = VLLMEngine) -> Application:
@@ -40,4 +61,4 @@ def build_app(config: KaonConfig, device: str, engine_factory: EngineFactory = V
         max_ongoing_requests=config.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
     )
-    return router.bind(config, models)
+    return router.bind(config, models, device)

@@ -19,6 +19,7 @@ from vllm.entrypoints.serve.exception_handling.error_response import create_erro
 
 from kaon.config import ModelConfig
 from kaon.engine.protocol import Engine
+from kaon.routing.snapshot import RoutingRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -30,11 +31,12 @@ class ModelReplica:
         self._engine = engine_factory(model, device)
         await self._engine.start()
 
-    async def chat(self, request: ChatCompletionRequest) -> AsyncIterator[BaseModel | str]:
+    async def chat(self, request: ChatCompletionRequest, routing: RoutingRequest | None = None) -> AsyncIterator[BaseModel | str]:
+        """``routing`` is read by the request router in the caller; the replica ignores it."""
         async for item in _items(self._engine.chat(request), request):
             yield item
 
-    async def completion(self, request: CompletionRequest) -> AsyncIterator[BaseModel | str]:
+    async def completion(self, request: CompletionRequest, routing: RoutingRequest | None = None) -> AsyncIterator[BaseModel | str]:
         async for item in _items(self._engine.completion(request), request):
             yield item
 

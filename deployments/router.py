@@ -26,7 +26,10 @@ from vllm.entrypoints.serve.engine.protocol import ErrorInfo, ErrorResponse, Mod
 from vllm.entrypoints.serve.exception_handling.register import init_exception_handler
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
-from kaon.config import KaonConfig
+from kaon.config import KaonConfig, ModelConfig
+from kaon.engine.model_source import resolve_model_path
+from kaon.routing.prompt_keys import PromptKeys, block_size_tokens
+from kaon.routing.snapshot import RoutingRequest
 
 logger = logging.getLogger("ray.serve")
 
@@ -67,13 +70,33 @@ async def _stream(first: str, rest: DeploymentResponseGenerator, model: str) -> 
         yield _sse_error(error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"Model `{model}` failed mid-stream: {type(error).__name__}"))
 
 
+def _prompt_keys(model: ModelConfig, device: str) -> PromptKeys:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model.source))
+    return PromptKeys(tokenizer, block_size_tokens(model, device))
+
+
+def _single_prompt(request: CompletionRequest) -> str | list[int] | None:
+    """The one prompt of a completion request; None for batches (routed without prefix keys)."""
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return prompt
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        return prompt[0]
+    return None
+
+
 # Serve pickles the ingress class with the FastAPI app when the decorator runs, so every
 # module-level helper the endpoints use must be defined above this line.
 @serve.ingress(app)
 class Router:
-    def __init__(self, config: KaonConfig, models: dict[str, DeploymentHandle]):
+    def __init__(self, config: KaonConfig, models: dict[str, DeploymentHandle], device: str):
         self._config = config
         self._models = {name: handle.options(stream=True) for name, handle in models.items()}
+        self._keys = {m.name: _prompt_keys(m, device) for m in config.models if m.routing.policy == "prefix_load"}
 
     @app.get("/health")
     async def health(self) -> Response:
@@ -89,17 +112,21 @@ class Router:
 
     @app.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
     async def chat(self, request: ChatCompletionRequest) -> Response:
-        return await self._dispatch(request.model, "chat", request)
+        keys = self._keys.get(request.model)
+        routing = keys.for_chat(request.request_id, request.messages, request.cache_salt) if keys else None
+        return await self._dispatch(request.model, "chat", request, routing)
 
     @app.post("/v1/completions", dependencies=[Depends(validate_json_request)])
     async def completion(self, request: CompletionRequest) -> Response:
-        return await self._dispatch(request.model, "completion", request)
+        keys, prompt = self._keys.get(request.model), _single_prompt(request)
+        routing = keys.for_prompt(request.request_id, prompt, request.cache_salt) if keys and prompt is not None else None
+        return await self._dispatch(request.model, "completion", request, routing)
 
-    async def _dispatch(self, model: str, method: str, request: BaseModel) -> Response:
+    async def _dispatch(self, model: str, method: str, request: BaseModel, routing: RoutingRequest | None) -> Response:
         handle = self._models.get(model)
         if handle is None:
             return _json_error(error_response(HTTPStatus.NOT_FOUND, f"The model `{model}` does not exist.", "model"))
-        stream: DeploymentResponseGenerator = getattr(handle, method).remote(request)
+        stream: DeploymentResponseGenerator = getattr(handle, method).remote(request, routing=routing)
         try:
             first = await stream.__anext__()
         except BackPressureError:

@@ -54,6 +54,22 @@ class EngineConfig(_Strict):
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
+class RoutingConfig(_Strict):
+    """How the handles to a model pick a replica (a policy from ``kaon.routing``)."""
+
+    policy: Literal["prefix_load", "round_robin", "power_of_two"] = "prefix_load"
+    seed: int = 0
+    block_size_tokens: int | None = Field(
+        default=None, gt=0, description="KV block size for prefix keys (default: engine.block_size, else vLLM's: 128 on CPU, 16 on GPU)"
+    )
+    prefill_tokens_per_s: float = Field(default=2_000.0, gt=0, description="prefix_load: a replica's prefill rate")
+    decode_cost_tokens: float = Field(default=32.0, ge=0, description="prefix_load: cost of each busy request")
+    spill_slack_requests: int = Field(default=4, ge=0, description="prefix_load: load above the least-loaded replica that triggers a spill")
+    index_capacity_blocks: int = Field(default=100_000, ge=1, description="prefix index entries per replica")
+    index_ttl_s: float = Field(default=600.0, gt=0)
+    stats_period_s: float = Field(default=1.0, gt=0, description="how often replicas push engine stats to the routers")
+
+
 class ModelConfig(_Strict):
     """One served model: its name in requests, where its weights are, how many replicas."""
 
@@ -69,6 +85,7 @@ class ModelConfig(_Strict):
     )
     graceful_shutdown_timeout_s: float = Field(default=30.0, ge=0)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("source")
     @classmethod

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.serve
 
 CONFIG = {
     "models": [
-        {"name": "alpha", "source": "x", "replicas": 2},
-        {"name": "beta", "source": "y", "replicas": 1, "max_ongoing_requests": 1, "max_queued_requests": 1},
+        {"name": "alpha", "source": "kaon-tiny:tiny", "replicas": 2},
+        {"name": "beta", "source": "kaon-tiny:tiny", "replicas": 1, "routing": {"policy": "round_robin"}, "max_ongoing_requests": 1, "max_queued_requests": 1},
     ]
 }
 

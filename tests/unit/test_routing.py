@@ -1,0 +1,145 @@
+"""Routing policies on hand-built snapshots: each guard against the peers' failure modes."""
+
+from collections import Counter
+
+import pytest
+
+from kaon.routing.baselines import PowerOfTwo, RoundRobin
+from kaon.routing.hashing import block_hashes
+from kaon.routing.prefix_index import PrefixIndex
+from kaon.routing.prefix_load import PrefixLoad, PrefixLoadSettings
+from kaon.routing.registry import make_policy
+from kaon.routing.snapshot import ReplicaSnapshot, RoutingRequest
+
+
+class Clock:
+    def __init__(self):
+        self.now_s = 0.0
+
+    def __call__(self):
+        return self.now_s
+
+
+def request(request_id, tokens, salt=None):
+    return RoutingRequest(request_id, block_hashes(tokens, 16, salt), len(tokens))
+
+
+def replicas(*loads):
+    return [ReplicaSnapshot(f"r{i}", in_flight_requests=n) for i, n in enumerate(loads)]
+
+
+def route(policy, req, snapshot):
+    chosen = policy.rank(req, snapshot)[0][0]
+    policy.on_routed(req, chosen)
+    return chosen
+
+
+def test_hashes_chain_and_salt_separates_tenants():
+    a = block_hashes(list(range(64)), 16)
+    b = block_hashes(list(range(48)) + [999] * 16, 16)
+    assert len(a) == 4 and a[:3] == b[:3] and a[3] != b[3]
+    assert block_hashes(list(range(20)), 16) == a[:1]  # partial block ignored
+    assert set(block_hashes(list(range(64)), 16, salt="tenant-a")).isdisjoint(a)
+
+
+def test_prefix_match_goes_to_the_replica_holding_it():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock)
+    doc = list(range(2000))
+    first = route(policy, request("a", doc + [1, 2]), replicas(0, 0, 0))
+    clock.now_s = 30.0  # the first prefill is done
+    for i in range(5):
+        assert route(policy, request(f"q{i}", doc + [i] * 20), replicas(0, 0, 0)) == first
+
+
+def test_cold_requests_go_to_the_least_loaded_replica():
+    policy = PrefixLoad(seed=1, clock=Clock())
+    assert policy.rank(request("a", list(range(300))), replicas(3, 0, 2))[0] == ["r1"]
+
+
+def test_ties_are_broken_at_random():
+    policy = PrefixLoad(seed=3, clock=Clock())
+    picks = Counter(policy.rank(request(f"x{i}", [i] * 64), replicas(0, 0, 0, 0))[0][0] for i in range(400))
+    assert set(picks) == {"r0", "r1", "r2", "r3"}
+    assert min(picks.values()) > 60
+
+
+def test_hot_shared_prefix_spills_instead_of_piling_onto_one_replica():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock, settings=PrefixLoadSettings(spill_slack_requests=2))
+    system_prompt = list(range(1024))
+    in_flight = Counter()
+    for i in range(12):
+        snapshot = [ReplicaSnapshot(f"r{k}", in_flight_requests=in_flight[f"r{k}"]) for k in range(3)]
+        in_flight[route(policy, request(f"u{i}", system_prompt + [i] * 32), snapshot)] += 1
+        clock.now_s += 0.1
+    assert len(in_flight) == 3, in_flight
+    assert max(in_flight.values()) - min(in_flight.values()) <= 3
+
+
+def test_imbalance_beats_a_small_prefix_gain():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock)
+    route(policy, request("seed", list(range(64)) + [7] * 200), replicas(0, 0))  # only 64 shared tokens
+    clock.now_s = 60.0
+    busy_first = sorted(replicas(6, 0), key=lambda r: r.replica_id)
+    owner = policy.rank(request("probe", list(range(64)) + [5] * 200), replicas(0, 0))[0][0]
+    loaded = [ReplicaSnapshot(r.replica_id, in_flight_requests=6 if r.replica_id == owner else 0) for r in busy_first]
+    assert policy.rank(request("next", list(range(64)) + [9] * 200), loaded)[0][0] != owner
+
+
+def test_full_replica_is_ranked_last():
+    policy = PrefixLoad(seed=1, clock=Clock())
+    full = [ReplicaSnapshot("r0", in_flight_requests=4, max_ongoing_requests=4), ReplicaSnapshot("r1", in_flight_requests=5)]
+    assert policy.rank(request("a", [1] * 64), full)[0] == ["r1"]
+
+
+def test_index_evicts_lru_beyond_capacity_and_after_ttl():
+    index = PrefixIndex(capacity_blocks=4, ttl_s=10)
+    index.insert("r0", [1, 2, 3], now_s=0)
+    index.insert("r0", [4, 5], now_s=1)  # 1 is the least recently used
+    assert index.size_blocks("r0") == 4
+    assert index.matched_blocks((1, 2), ["r0"], now_s=2) == {"r0": 0}
+    assert index.matched_blocks((2, 3), ["r0"], now_s=2) == {"r0": 2}
+    assert index.matched_blocks((4, 5), ["r0"], now_s=20) == {"r0": 0}  # expired
+
+
+def test_removed_replica_is_forgotten():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock)
+    doc = list(range(512))
+    owner = route(policy, request("a", doc), replicas(0, 0))
+    policy.on_replica_removed(owner)
+    assert policy.index.size_blocks(owner) == 0
+    survivors = [r for r in replicas(0, 0) if r.replica_id != owner]
+    assert policy.rank(request("b", doc), survivors)[0][0] != owner
+
+
+def test_round_robin_cycles_and_power_of_two_prefers_the_lighter():
+    rr = RoundRobin()
+    assert [rr.rank(request(str(i), []), replicas(0, 0, 0))[0][0] for i in range(4)] == ["r0", "r1", "r2", "r0"]
+    p2 = PowerOfTwo(seed=0)
+    assert p2.rank(request("a", []), replicas(5, 1))[0] == ["r1"]
+
+
+def test_registry_knows_every_policy_and_refuses_others():
+    for name in ("prefix_load", "round_robin", "power_of_two"):
+        assert make_policy(name).name == name
+    with pytest.raises(ValueError, match="unknown routing policy"):
+        make_policy("random_walk")
+
+
+def test_prompt_keys_follow_the_chat_template(tmp_path):
+    from transformers import AutoTokenizer
+
+    from kaon.routing.prompt_keys import PromptKeys
+    from kaon.tiny_model import ensure_tiny_model
+
+    keys = PromptKeys(AutoTokenizer.from_pretrained(ensure_tiny_model(tmp_path / "m")), block_size_tokens=16)
+    system = {"role": "system", "content": "You are a careful assistant. " * 20}
+    a = keys.for_chat("a", [system, {"role": "user", "content": "first question"}])
+    b = keys.for_chat("b", [system, {"role": "user", "content": "second question"}])
+    shared = next(i for i, (x, y) in enumerate(zip(a.block_hashes, b.block_hashes)) if x != y)
+    assert shared >= 5 and a.prompt_tokens > 100
+    assert keys.for_prompt("c", list(range(40))) == keys.for_prompt("c", list(range(40)))
+    assert set(keys.for_chat("d", [system], salt="tenant").block_hashes).isdisjoint(a.block_hashes)

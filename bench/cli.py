@@ -92,6 +92,16 @@ class LoadPoint:
 
 
 def load_points(args: argparse.Namespace) -> list[LoadPoint]:
+    """The runs the load flags ask for; UsageError for a contradiction or a bad value."""
+    try:
+        return _load_points(args)
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _load_points(args: argparse.Namespace) -> list[LoadPoint]:
     from kaon.bench import arrivals
 
     rates, concurrencies = args.rate or [], args.concurrency or []
@@ -146,7 +156,10 @@ def build_workload(args: argparse.Namespace, tokenizer: Any, seed: int, num_requ
                   "input_tokens_max": args.input_tokens_max, "output_tokens_min": low,
                   "output_tokens_max": high, "chat": args.api == "chat"}
         make = workloads.random_lengths
-    return make(tokenizer, seed=seed, **params), params
+    try:
+        return make(tokenizer, seed=seed, **params), params
+    except ValueError as error:
+        raise UsageError(f"{args.workload} workload: {error}") from None
 
 
 def discover_model(url: str, model: str | None, api_key: str | None) -> tuple[str, str | None]:
@@ -239,10 +252,10 @@ def _run_all(args, label, url, model, metrics_url, jobs, warmup, out_dir) -> lis
     )
     if warmup:
         quiet = replace(config, show_progress=False)
-        _execute(warmup, arrivals.closed_loop(1, len(warmup), args.max_duration_s), quiet, None, label)
+        _execute(warmup, arrivals.closed_loop(1, len(warmup), args.max_duration_s), quiet, None)
     results = []
     for point, requests, params in jobs:
-        run_result, server = _execute(requests, point.schedule, config, metrics_url, label)
+        run_result, server = _execute(requests, point.schedule, config, metrics_url)
         summary = summarize(run_result.records, run_result.wall_s, run_result.not_sent)
         run_config = {
             "url": url, "model": model, "workload": args.workload, "workload_params": params,
@@ -258,7 +271,7 @@ def _run_all(args, label, url, model, metrics_url, jobs, warmup, out_dir) -> lis
     return results
 
 
-def _execute(requests, schedule, config, metrics_url, label):
+def _execute(requests, schedule, config, metrics_url):
     from kaon.bench.client import run_requests
     from kaon.bench.server_metrics import prometheus_source, watch
 
@@ -282,7 +295,8 @@ def _run_baseline(args, model, model_path, jobs, warmup, out_dir, target_results
     print(f"starting bare vLLM on port {spec.port} (log {out_dir / 'baseline-vllm.log'})…", flush=True)
     try:
         with BareVLLMServer(spec, out_dir / "baseline-vllm.log") as url:
-            results = _run_all(args, "vllm", url, model, f"{url}/metrics", jobs, warmup, out_dir)
+            label = "vllm" if args.label != "vllm" else "vllm-baseline"
+            results = _run_all(args, label, url, model, f"{url}/metrics", jobs, warmup, out_dir)
     except BaselineError as error:
         print(f"kaon bench: baseline failed: {error}", file=sys.stderr)
         return None

@@ -4,8 +4,11 @@ Every request is sent with ``stream: true``, ``stream_options.include_usage`` an
 default) ``ignore_eos`` with ``max_tokens`` = the request's output length, so vLLM-style
 servers produce exactly that many tokens. Failures of any kind (HTTP status, an error event
 in the stream, a dropped connection, a timeout) end up in the request's record; nothing is
-raised. A run is bounded: no request starts after ``schedule.max_duration_s`` and requests
-still in flight ``drain_timeout_s`` later are cancelled and recorded as such.
+raised. A run is bounded: a request held back (by the concurrency cap or its session's
+previous round) until after ``schedule.max_duration_s`` is not sent, and requests still in
+flight ``drain_timeout_s`` later are cancelled and recorded as such. (Open-loop offsets are
+below ``max_duration_s`` by construction; a request due then is sent even if the event loop
+runs a few milliseconds late.)
 """
 
 from __future__ import annotations
@@ -188,6 +191,10 @@ class _Sessions:
             if r.session_id is not None:
                 self.finished[(r.session_id, r.round_index)] = asyncio.Event()
 
+    def must_wait(self, request: BenchRequest) -> bool:
+        previous = (request.session_id, request.round_index - 1)
+        return request.session_id is not None and previous in self.finished and not self.finished[previous].is_set()
+
     async def wait_for_previous(self, request: BenchRequest) -> bool:
         """False if the previous round of the session failed or was not sent."""
         if request.session_id is None:
@@ -237,12 +244,14 @@ async def run_requests(
         record = None
         try:
             await asyncio.sleep(max(0.0, t0 + offset_s - time.perf_counter()))
+            held_back = sessions.must_wait(request)
             if not await sessions.wait_for_previous(request):
                 return
             if slots is not None:
+                held_back = held_back or slots.locked()
                 await slots.acquire()
             try:
-                if time.perf_counter() >= deadline:
+                if held_back and time.perf_counter() >= deadline:
                     return
                 record = RequestRecord(request.request_id, request.group_id, request.session_id,
                                        request.output_tokens, scheduled_s=offset_s)

@@ -52,9 +52,13 @@ def result_dict(
 
 
 def write_result(path: Path | str, result: dict[str, Any]) -> Path:
+    """Indented JSON, except one line per record so long runs stay small and greppable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    head = json.dumps({k: v for k, v in result.items() if k != "records"}, indent=1)
+    records = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in result.get("records", []))
+    text = head.removesuffix("\n}") + ',\n "records": [\n' + records + ("\n" if records else "") + " ]\n}\n"
+    path.write_text(text, encoding="utf-8")
     return path
 
 

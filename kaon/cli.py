@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
     serve.add_argument("--model", help="serve this model (hub id or path) instead of the config's models")
     serve.add_argument("--replicas", type=int, help="replicas of every model")
+    serve.add_argument("--router-policy", choices=["prefix_load", "round_robin", "power_of_two"], help="routing policy of every model")
     serve.add_argument("--port", type=int, help="HTTP port of the OpenAI API")
     serve.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     serve.add_argument("--detach", action="store_true", help="return once ready, leave it serving")
@@ -49,6 +50,8 @@ def serve_overrides(config: KaonConfig, args: argparse.Namespace) -> dict[str, A
     for index in range(1 if args.model else len(config.models)):
         if args.replicas is not None:
             overrides[f"models.{index}.replicas"] = args.replicas
+        if args.router_policy is not None:
+            overrides[f"models.{index}.routing.policy"] = args.router_policy
     if args.port is not None:
         overrides["http.port"] = args.port
     if args.address is not None:

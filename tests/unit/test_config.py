@@ -82,14 +82,15 @@ def test_overrides_are_validated():
 
 
 def _serve_args(**values):
-    defaults = {"model": None, "replicas": None, "port": None, "address": None}
+    defaults = {"model": None, "replicas": None, "port": None, "address": None, "router_policy": None}
     return argparse.Namespace(**(defaults | values))
 
 
 def test_cli_flags_override_config():
     config = parse_config({"models": [{"name": "a", "source": "x"}, {"name": "b", "source": "y"}]})
-    updated = apply_overrides(config, serve_overrides(config, _serve_args(replicas=4, port=9000, address="auto")))
+    updated = apply_overrides(config, serve_overrides(config, _serve_args(replicas=4, port=9000, address="auto", router_policy="round_robin")))
     assert [m.replicas for m in updated.models] == [4, 4]
+    assert [m.routing.policy for m in updated.models] == ["round_robin", "round_robin"]
     assert updated.http.port == 9000
     assert updated.cluster.address == "auto"
 

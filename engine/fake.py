@@ -44,6 +44,8 @@ class FakeEngine:
         self._slots = asyncio.Semaphore(model.engine.max_num_seqs)
         self._running = 0
         self._waiting = 0
+        self.fingerprint = f"fake-{uuid.uuid4().hex[:8]}"
+        """Sent as ``system_fingerprint``, so tests can tell which replica answered."""
 
     async def start(self) -> None:
         pass
@@ -56,6 +58,7 @@ class FakeEngine:
         text = "".join([word async for word in words])
         return ChatCompletionResponse(
             model=request.model,
+            system_fingerprint=self.fingerprint,
             choices=[ChatCompletionResponseChoice(index=0, message=ChatMessage(role="assistant", content=text), finish_reason="length")],
             usage=_usage(prompt_tokens, len(text.split())),
         )

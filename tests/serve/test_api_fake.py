@@ -128,3 +128,17 @@ def test_kaon_status_shows_deployments_replicas_and_queue(base_url, ray_cluster)
     assert "model-alpha: HEALTHY (2 RUNNING), queue depth 0" in result.stdout
     assert result.stdout.count("prefix hit rate") == 3
     assert "  router: HEALTHY (1 RUNNING)" in result.stdout
+
+
+def test_shared_prefix_sticks_to_one_replica_and_cold_requests_spread(client):
+    system = {"role": "system", "content": "You are the archivist of a river city. " * 40}
+    answered_by = {
+        client.chat.completions.create(model="alpha", messages=[system, {"role": "user", "content": f"question {i}"}], max_tokens=2).system_fingerprint
+        for i in range(6)
+    }
+    assert len(answered_by) == 1
+    cold = {
+        client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": f"{i} unrelated " * 200}], max_tokens=2).system_fingerprint
+        for i in range(12)
+    }
+    assert len(cold) == 2

@@ -7,7 +7,9 @@ PYTEST := $(PYTHON) -m pytest
 .PHONY: install serve test test-unit test-serve test-e2e clean
 
 install:
-	@$(PYTHON) scripts/check_env.py $(DEVICE) || $(MAKE) --no-print-directory install-$(DEVICE)
+	@$(PYTHON) scripts/check_env.py $(DEVICE); status=$$?; \
+	if [ $$status -eq 2 ]; then $(PIP) install --no-deps -e .; \
+	elif [ $$status -ne 0 ]; then $(MAKE) --no-print-directory install-$(DEVICE); fi
 
 install-cpu:
 	$(PIP) install "torch==2.13.0"

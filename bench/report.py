@@ -178,7 +178,7 @@ def plot_latency_throughput(results: Sequence[dict[str, Any]], path: Path | str)
 def plot_comparison(results: Sequence[dict[str, Any]], path: Path | str) -> Path:
     """One bar group per compared figure, one bar per run, side by side."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(COMPARED), figsize=(3.2 * len(COMPARED), 4))
+    fig, axes = plt.subplots(1, len(COMPARED), figsize=(2.6 * len(COMPARED), 4))
     names = [run_name(r) for r in results]
     for axis, (title, keys, _) in zip(axes, COMPARED):
         values = [_get(r, keys) or 0.0 for r in results]

@@ -133,7 +133,7 @@ def server_report(
 
 
 async def watch(
-    work: Callable[[], Awaitable[T]], source: StatsSource, name: str, interval_s: float = 1.0
+    work: Callable[[], Awaitable[T]], source: StatsSource, name: str, interval_s: float = 0.5
 ) -> tuple[T, ServerMetricsReport]:
     """Read ``source`` once, start ``work()``, poll every ``interval_s`` until it finishes,
     read once more. The source runs in a thread (it may block); its failures are counted,

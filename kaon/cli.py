@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kaon.bench.cli import add_parser as add_bench_parser
+from kaon.bench.cli import run as run_bench
 from kaon.config import ConfigError, KaonConfig, apply_overrides, default_config_path, load_config, resolve_device
 
 READY_TIMEOUT_S = 900.0
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
     shutdown = commands.add_parser("shutdown", help="remove kaon's application (and the local Ray kaon started)")
     shutdown.add_argument("--address", default="auto")
+
+    add_bench_parser(commands)
 
     tiny = commands.add_parser("tiny-model", help="write kaon's generated test model")
     tiny.add_argument("dir", type=Path)
@@ -194,7 +198,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model}
+COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "bench": run_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

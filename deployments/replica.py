@@ -7,6 +7,7 @@ HTTP response, so a bad request never opens a stream.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -64,7 +65,7 @@ async def _items(call: Awaitable[BaseModel | AsyncIterator[str]], request: BaseM
         if isinstance(result, BaseModel):
             yield result
             return
-        async for chunk in result:
+        async for chunk in coalesced(result):
             started = True
             yield chunk
     except Exception as error:  # noqa: BLE001 - the client must get an answer, not a dropped call
@@ -75,6 +76,42 @@ async def _items(call: Awaitable[BaseModel | AsyncIterator[str]], request: BaseM
             yield f"data: {response.model_dump_json()}\n\ndata: [DONE]\n\n"
         else:
             yield response
+
+
+async def coalesced(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield every chunk that is ready as one string.
+
+    Each yield is one Ray streaming message through the replica and the router, which on a
+    busy machine costs more than a token; alone, a chunk goes out as soon as it exists, so
+    time to first token is unchanged. Closing this generator (client gone) cancels the
+    reader, which closes the engine's stream and so aborts the request in vLLM.
+    """
+    queue: asyncio.Queue = asyncio.Queue()
+    finished = object()
+
+    async def read() -> None:
+        try:
+            async for chunk in chunks:
+                queue.put_nowait(chunk)
+            queue.put_nowait(finished)
+        except Exception as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue.put_nowait(error)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            text = "".join(item for item in batch if isinstance(item, str))
+            if text:
+                yield text
+            if isinstance(batch[-1], Exception):
+                raise batch[-1]
+            if batch[-1] is finished:
+                return
+    finally:
+        reader.cancel()
 
 
 def with_param(response: ErrorResponse, request: BaseModel) -> ErrorResponse:

@@ -112,3 +112,46 @@ def test_fake_engine_streams_requested_tokens_with_usage():
     usage = json.loads(chunks[-2].removeprefix("data: "))["usage"]
     assert usage["completion_tokens"] == 3
     assert engine.stats().running_requests == 0
+
+
+def test_coalesced_joins_ready_chunks_and_passes_errors():
+    from kaon.deployments.replica import coalesced
+
+    async def burst():
+        for i in range(5):
+            yield f"c{i} "
+        raise RuntimeError("late failure")
+
+    async def run():
+        out = []
+        with pytest.raises(RuntimeError, match="late failure"):
+            async for text in coalesced(burst()):
+                out.append(text)
+        return out
+
+    out = asyncio.run(run())
+    assert "".join(out) == "c0 c1 c2 c3 c4 "
+    assert len(out) < 5
+
+
+def test_coalesced_closing_cancels_the_source():
+    from kaon.deployments.replica import coalesced
+
+    closed = []
+
+    async def endless():
+        try:
+            while True:
+                await asyncio.sleep(0.001)
+                yield "x"
+        finally:
+            closed.append(True)
+
+    async def run():
+        stream = coalesced(endless())
+        await stream.__anext__()
+        await stream.aclose()
+        await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert closed == [True]

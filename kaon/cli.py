@@ -12,6 +12,7 @@ from typing import Any
 from kaon.bench.cli import add_parser as add_bench_parser
 from kaon.bench.cli import run as run_bench
 from kaon.config import ConfigError, KaonConfig, apply_overrides, default_config_path, load_config, resolve_device
+from kaon.sim import cli as sim_cli
 
 READY_TIMEOUT_S = 900.0
 POLL_INTERVAL_S = 1.0
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     shutdown.add_argument("--address", default="auto")
 
     add_bench_parser(commands)
+    sim_cli.add_parser(commands)
 
     tiny = commands.add_parser("tiny-model", help="write kaon's generated test model")
     tiny.add_argument("dir", type=Path)
@@ -103,8 +105,21 @@ def deploy(config: KaonConfig) -> None:
     from kaon.deployments.app import build_app
 
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    _refuse_other_http_options(config)
     target = RunTarget(target=build_app(config, resolve_device(config.cluster.device)), name=config.cluster.app_name, route_prefix="/")
     serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+
+
+def _refuse_other_http_options(config: KaonConfig) -> None:
+    """Serve keeps the HTTP options it was first started with; say so instead of serving elsewhere."""
+    from ray.serve.context import _get_global_client
+
+    running = _get_global_client().http_config
+    if (running.host, running.port) != (config.http.host, config.http.port):
+        raise ConfigError(
+            f"http: Serve on this cluster already listens on {running.host}:{running.port}; "
+            f"run `kaon shutdown` first or serve on that address (asked for {config.http.host}:{config.http.port})"
+        )
 
 
 def wait_until_ready(app_name: str, timeout_s: float = READY_TIMEOUT_S) -> bool:
@@ -198,7 +213,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "bench": run_bench}
+COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "bench": run_bench, "sim": sim_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:

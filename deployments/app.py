@@ -42,6 +42,7 @@ def request_router_config(model: ModelConfig, device: str) -> RequestRouterConfi
         "prefill_tokens_per_s": routing.prefill_tokens_per_s,
         "decode_cost_tokens": routing.decode_cost_tokens,
         "spill_slack_requests": routing.spill_slack_requests,
+        "spill_ratio": routing.spill_ratio,
         "capacity_blocks_per_replica": routing.index_capacity_blocks,
         "ttl_s": routing.index_ttl_s,
     }

@@ -6,8 +6,8 @@ Expected TTFT on a replica, in prefill-token units:
          + prefill backlog routed there        (decays at the replica's prefill rate)
          + decode_cost_tokens × requests busy  (running requests slow every step)
 
-Guards against the peers' failure modes: a replica whose load runs ``spill_slack_requests``
-above the least-loaded one is passed over, so a hot shared prefix is copied to another
+Guards against the peers' failure modes: a replica whose load runs above the least-loaded
+one by more than ``spill_slack_requests`` and ``spill_ratio`` of that floor is passed over, so a hot shared prefix is copied to another
 replica instead of piling onto one; replicas within ``tie_tolerance_tokens`` of the best are
 chosen at random; a cold request (cached nowhere) costs the same prefill everywhere and goes
 to the least-loaded replica.
@@ -30,7 +30,8 @@ class PrefixLoadSettings:
     block_size_tokens: int = 16
     prefill_tokens_per_s: float = 2_000.0
     decode_cost_tokens: float = 32.0
-    spill_slack_requests: int = 4
+    spill_slack_requests: int = 32
+    spill_ratio: float = 1.0
     tie_tolerance_tokens: float = 16.0
     capacity_blocks_per_replica: int = 100_000
     ttl_s: float = 600.0
@@ -98,4 +99,5 @@ class PrefixLoad:
     def _without_overloaded(self, replicas: Sequence[ReplicaSnapshot]) -> list[ReplicaSnapshot]:
         with_room = [r for r in replicas if r.has_capacity] or list(replicas)
         floor = min(load(r) for r in with_room)
-        return [r for r in with_room if load(r) <= floor + self.settings.spill_slack_requests]
+        bound = floor + max(self.settings.spill_slack_requests, self.settings.spill_ratio * floor)
+        return [r for r in with_room if load(r) <= bound]

@@ -54,7 +54,9 @@ def make_policy(name: str, seed: int, clock: SimClock, cost: CostModel) -> Routi
     settings = None
     if name == "prefix_load":
         settings = {"block_size_tokens": cost.block_size_tokens,
-                    "prefill_tokens_per_s": 1.0 / cost.prefill_s_per_token}
+                    "prefill_tokens_per_s": 1.0 / cost.prefill_s_per_token,
+                    "decode_cost_tokens": cost.decode_per_seq_s / cost.prefill_s_per_token,
+                    "capacity_blocks_per_replica": cost.kv_capacity_blocks}
     return registry.make_policy(name, seed=seed, settings=settings, **options)
 
 

@@ -142,3 +142,12 @@ def test_shared_prefix_sticks_to_one_replica_and_cold_requests_spread(client):
         for i in range(12)
     }
     assert len(cold) == 2
+
+
+def test_deploy_refuses_a_port_serve_is_not_listening_on(base_url, http_port):
+    from kaon.cli import deploy
+    from kaon.config import ConfigError
+
+    other = parse_config(CONFIG | {"http": {"port": http_port + 1}})
+    with pytest.raises(ConfigError, match=f"already listens on 127.0.0.1:{http_port}"):
+        deploy(other)

@@ -39,6 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     target.add_argument("--api-key", help="sent as a Bearer token")
     target.add_argument("--label", default="target", help="name of this server in results (default %(default)s)")
     target.add_argument("--metrics-url", help="Prometheus text endpoint of the target, e.g. http://127.0.0.1:8000/metrics")
+    target.add_argument("--kaon-address", help="read kaon's per-replica engine stats from this Ray cluster (e.g. auto)")
 
     work = p.add_argument_group("workload (token counts measured with the tokenizer)")
     work.add_argument("--workload", choices=WORKLOADS, default="random")
@@ -226,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
                   f"{point.schedule.num_requests}; sending {len(requests)}", file=sys.stderr)
         jobs.append((point, requests, params))
     warmup = build_workload_warmup(tokenizer, args.warmup_requests)
-    results = _run_all(args, args.label, args.url, model, args.metrics_url, jobs, warmup, out_dir)
+    results = _run_all(args, args.label, args.url, model, _target_stats(args), jobs, warmup, out_dir)
     baseline_ok = True
     if args.baseline:
         baseline_results = _run_baseline(args, model, model_path, jobs, warmup, out_dir, results)
@@ -245,7 +246,23 @@ def build_workload_warmup(tokenizer: Any, count: int) -> list:
     return random_lengths(tokenizer, count, 16, 32, 4, 4, seed=WARMUP_SEED) if count > 0 else []
 
 
-def _run_all(args, label, url, model, metrics_url, jobs, warmup, out_dir) -> list[dict[str, Any]]:
+def _target_stats(args) -> tuple[Any, str] | None:
+    """The target's stats source and its name: kaon's replicas through Ray, or a /metrics URL."""
+    from kaon.bench.server_metrics import engine_stats_source, prometheus_source
+
+    if args.kaon_address:
+        from kaon.cluster import local
+        from kaon.cluster.status import read_apps
+
+        local.connect(args.kaon_address)
+        engines = lambda: [r.engine for a in read_apps() for d in a.deployments for r in d.replicas if r.engine]  # noqa: E731
+        return engine_stats_source(engines), f"kaon replicas on {args.kaon_address}"
+    if args.metrics_url:
+        return prometheus_source(args.metrics_url), args.metrics_url
+    return None
+
+
+def _run_all(args, label, url, model, stats, jobs, warmup, out_dir) -> list[dict[str, Any]]:
     from kaon.bench import arrivals, report
     from kaon.bench.client import ClientConfig
     from kaon.bench.metrics import summarize
@@ -259,7 +276,7 @@ def _run_all(args, label, url, model, metrics_url, jobs, warmup, out_dir) -> lis
         _execute(warmup, arrivals.closed_loop(1, len(warmup), args.max_duration_s), quiet, None)
     results = []
     for point, requests, params in jobs:
-        run_result, server = _execute(requests, point.schedule, config, metrics_url)
+        run_result, server = _execute(requests, point.schedule, config, stats)
         summary = summarize(run_result.records, run_result.wall_s, run_result.not_sent)
         run_config = {
             "url": url, "model": model, "workload": args.workload, "workload_params": params,
@@ -275,15 +292,15 @@ def _run_all(args, label, url, model, metrics_url, jobs, warmup, out_dir) -> lis
     return results
 
 
-def _execute(requests, schedule, config, metrics_url):
+def _execute(requests, schedule, config, stats):
     from kaon.bench.client import run_requests
-    from kaon.bench.server_metrics import prometheus_source, watch
+    from kaon.bench.server_metrics import watch
 
     async def go():
         work = lambda: run_requests(requests, schedule, config)  # noqa: E731
-        if metrics_url is None:
+        if stats is None:
             return await work(), None
-        return await watch(work, prometheus_source(metrics_url), metrics_url)
+        return await watch(work, *stats)
 
     return asyncio.run(go())
 
@@ -292,6 +309,7 @@ def _run_baseline(args, model, model_path, jobs, warmup, out_dir, target_results
     """Run the same jobs against a bare vLLM; print each point's ratios; None if it failed to start."""
     from kaon.bench import report
     from kaon.bench.baseline import BareVLLMServer, BaselineError, BaselineSpec, free_port
+    from kaon.bench.server_metrics import prometheus_source
 
     spec = BaselineSpec(model_path=model_path, served_model_name=model, port=free_port(),
                         dtype=args.baseline_dtype, max_model_len=args.baseline_max_model_len,
@@ -300,7 +318,8 @@ def _run_baseline(args, model, model_path, jobs, warmup, out_dir, target_results
     try:
         with BareVLLMServer(spec, out_dir / "baseline-vllm.log") as url:
             label = "vllm" if args.label != "vllm" else "vllm-baseline"
-            results = _run_all(args, label, url, model, f"{url}/metrics", jobs, warmup, out_dir)
+            metrics = (prometheus_source(f"{url}/metrics"), f"{url}/metrics")
+            results = _run_all(args, label, url, model, metrics, jobs, warmup, out_dir)
     except BaselineError as error:
         print(f"kaon bench: baseline failed: {error}", file=sys.stderr)
         return None

@@ -57,5 +57,6 @@ class PowerOfTwo(_Stateless):
         else:
             pair = self._rng.sample(list(replicas), 2)
         pair.sort(key=load)
-        rest = sorted((r for r in replicas if r not in pair), key=load)
+        chosen = {r.replica_id for r in pair}
+        rest = sorted((r for r in replicas if r.replica_id not in chosen), key=load)
         return [[r.replica_id] for r in pair + rest]

@@ -53,9 +53,12 @@ def make_policy(name: str, seed: int, clock: SimClock, cost: CostModel) -> Routi
         options["clock"] = clock
     settings = None
     if name == "prefix_load":
+        # A calibration fitted on prompts of one length may put all prefill time in the
+        # per-step overhead (0 s/token); cap the rate at a million tokens per second then.
+        prefill_s_per_token = max(cost.prefill_s_per_token, 1e-6)
         settings = {"block_size_tokens": cost.block_size_tokens,
-                    "prefill_tokens_per_s": 1.0 / cost.prefill_s_per_token,
-                    "decode_cost_tokens": cost.decode_per_seq_s / cost.prefill_s_per_token,
+                    "prefill_tokens_per_s": 1.0 / prefill_s_per_token,
+                    "decode_cost_tokens": cost.decode_per_seq_s / prefill_s_per_token,
                     "capacity_blocks_per_replica": cost.kv_capacity_blocks}
     return registry.make_policy(name, seed=seed, settings=settings, **options)
 

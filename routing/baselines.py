@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from kaon.routing.snapshot import ReplicaSnapshot, RoutingRequest
 
 
-class _Stateless:
+class StatelessHooks:
+    """No-op lifecycle hooks for policies that keep no per-request state."""
+
     def on_routed(self, request: RoutingRequest, replica_id: str) -> None:
         pass
 
@@ -19,7 +21,7 @@ class _Stateless:
         pass
 
 
-class RoundRobin(_Stateless):
+class RoundRobin(StatelessHooks):
     """Each request to the next replica in id order, skipping none."""
 
     name = "round_robin"
@@ -43,7 +45,7 @@ def load(replica: ReplicaSnapshot) -> int:
     return max(replica.in_flight_requests, engine)
 
 
-class PowerOfTwo(_Stateless):
+class PowerOfTwo(StatelessHooks):
     """Two replicas at random; the less loaded first (Ray Serve's default rule)."""
 
     name = "power_of_two"

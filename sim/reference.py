@@ -34,6 +34,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
+from kaon.routing.baselines import StatelessHooks
 from kaon.routing.snapshot import ReplicaSnapshot, RoutingRequest
 from kaon.sim.kv_cache import matched_run
 from kaon.sim.replica import SimReplica
@@ -232,7 +233,7 @@ class RayPrefixAffinity(_PrefixRule):
         return _tiers(first + sorted(pair, key=_in_flight), replicas)
 
 
-class Oracle:
+class Oracle(StatelessHooks):
     name = "oracle"
 
     def __init__(self, seed: int = 0):
@@ -276,12 +277,3 @@ class Oracle:
                 scored.append((self.estimate_ttft_s(replica, request), rand(), snapshot.replica_id))
         scored.sort()
         return [[replica_id] for _, _, replica_id in scored]
-
-    def on_routed(self, request: RoutingRequest, replica_id: str) -> None:
-        pass
-
-    def on_completed(self, request_id: str, replica_id: str) -> None:
-        pass
-
-    def on_replica_removed(self, replica_id: str) -> None:
-        pass

@@ -128,7 +128,7 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,25 +139,35 @@ def _pyplot():
 
 def plot_ttft_cdf(results: Sequence[dict[str, Any]], path: Path | str) -> Path:
     """Empirical CDF of the successful requests' TTFT, one line per run."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = {}
     for result in results:
         values = sorted(r["ttft_s"] * 1000 for r in result["records"] if r["error"] is None and r["ttft_s"] is not None)
         if values:
-            ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post", label=run_name(result))
-    ax.set_xlabel("TTFT (ms)")
+            lines[run_name(result)] = (values, [(i + 1) / len(values) for i in range(len(values))])
+    return plot_cdf_lines(lines, path, "Time to first token")
+
+
+def plot_cdf_lines(lines: dict[str, tuple[list[float], list[float]]], path: Path | str, title: str, log_x: bool = False) -> Path:
+    """TTFT CDF lines (label → (TTFT ms, cumulative fraction)); shared by bench and sim plots."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (values_ms, fractions) in lines.items():
+        ax.step(values_ms, fractions, where="post", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("TTFT (ms, log scale)" if log_x else "TTFT (ms)")
     ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Time to first token")
+    ax.set_title(title)
     return _save(fig, path)
 
 
 def plot_latency_throughput(results: Sequence[dict[str, Any]], path: Path | str) -> Path:
     """TTFT p50/p99 and e2e p50 against achieved request throughput; one line per label,
     one point per run (e.g. per rate of a sweep), in throughput order."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     labels = list(dict.fromkeys(r["label"] for r in results))
     for label in labels:
@@ -177,7 +187,7 @@ def plot_latency_throughput(results: Sequence[dict[str, Any]], path: Path | str)
 
 def plot_comparison(results: Sequence[dict[str, Any]], path: Path | str) -> Path:
     """One bar group per compared figure, one bar per run, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(COMPARED), figsize=(2.6 * len(COMPARED), 4))
     names = [run_name(r) for r in results]
     for axis, (title, keys, _) in zip(axes, COMPARED):

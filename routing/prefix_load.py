@@ -52,14 +52,16 @@ class PrefixLoad:
         self._clock = clock
         self.index = PrefixIndex(self.settings.capacity_blocks_per_replica, self.settings.ttl_s)
         self._backlogs: dict[str, _Backlog] = {}
-        self._uncached_tokens: dict[str, dict[str, int]] = {}
+        self._last_rank: tuple[str, dict[str, int]] = ("", {})
+        """The last ranked request's uncached tokens per replica; ``on_routed`` usually follows
+        at once and reuses it, else recomputes (one replica), so no state outlives a request."""
 
     def rank(self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot]) -> list[list[str]]:
         if not replicas:
             return []
         now_s = self._clock()
-        uncached = self._uncached(request, replicas, now_s)
-        self._uncached_tokens[request.request_id] = uncached
+        uncached = self._uncached(request, [r.replica_id for r in replicas], now_s)
+        self._last_rank = (request.request_id, uncached)
         costs = {r.replica_id: uncached[r.replica_id] + self._load_cost(r, now_s) for r in replicas}
         eligible = self._without_overloaded(replicas)
         best_cost = min(costs[r.replica_id] for r in eligible)
@@ -70,21 +72,25 @@ class PrefixLoad:
 
     def on_routed(self, request: RoutingRequest, replica_id: str) -> None:
         now_s = self._clock()
-        uncached = self._uncached_tokens.pop(request.request_id, {}).get(replica_id, request.prompt_tokens)
+        ranked_id, ranked = self._last_rank
+        if ranked_id == request.request_id and replica_id in ranked:
+            uncached = ranked[replica_id]
+        else:
+            uncached = self._uncached(request, [replica_id], now_s)[replica_id]
         backlog = self._backlogs.setdefault(replica_id, _Backlog(updated_s=now_s))
         backlog.tokens = self._decayed(backlog, now_s) + uncached
         backlog.updated_s = now_s
         self.index.insert(replica_id, request.block_hashes, now_s)
 
     def on_completed(self, request_id: str, replica_id: str) -> None:
-        self._uncached_tokens.pop(request_id, None)
+        pass
 
     def on_replica_removed(self, replica_id: str) -> None:
         self.index.clear(replica_id)
         self._backlogs.pop(replica_id, None)
 
-    def _uncached(self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot], now_s: float) -> dict[str, int]:
-        matched = self.index.matched_blocks(request.block_hashes, (r.replica_id for r in replicas), now_s)
+    def _uncached(self, request: RoutingRequest, replica_ids: list[str], now_s: float) -> dict[str, int]:
+        matched = self.index.matched_blocks(request.block_hashes, replica_ids, now_s)
         block = self.settings.block_size_tokens
         return {rid: max(0, request.prompt_tokens - blocks * block) for rid, blocks in matched.items()}
 

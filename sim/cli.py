@@ -175,39 +175,19 @@ def run(args: argparse.Namespace) -> int:
 # --- pictures (matplotlib Agg, as the bench's) -----------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_ttft_cdf(results: list[dict[str, Any]], path: Path) -> Path:
     """TTFT CDF per policy (from ``ttft_cdf_ms``: 202 quantiles of every request's TTFT)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for result in results:
-        cdf = result.get("ttft_cdf_ms") or []
-        if cdf:
-            ax.plot([v for _, v in cdf], [f for f, _ in cdf], label=result["label"])
-    ax.set_xscale("log")
-    ax.set_xlabel("TTFT (ms, log scale)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_ylim(0, 1.01)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("Time to first token (simulated)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from kaon.bench.report import plot_cdf_lines
+
+    lines = {r["label"]: ([v for _, v in r["ttft_cdf_ms"]], [f for f, _ in r["ttft_cdf_ms"]]) for r in results if r.get("ttft_cdf_ms")}
+    return plot_cdf_lines(lines, path, "Time to first token (simulated)", log_x=True)
 
 
 def plot_timeline(results: list[dict[str, Any]], path: Path) -> Path:
     """Per second: offered and completed load, queue depth, replicas, TTFT p50."""
-    plt = _pyplot()
+    from kaon.bench.report import pyplot
+
+    plt = pyplot()
     fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
     for index, result in enumerate(results):
         points = result["timeline"]

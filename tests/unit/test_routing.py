@@ -77,15 +77,20 @@ def test_hot_shared_prefix_spills_instead_of_piling_onto_one_replica():
     assert max(in_flight.values()) - min(in_flight.values()) <= 3
 
 
-def test_imbalance_beats_a_small_prefix_gain():
+def test_imbalance_beats_a_small_prefix_gain_but_not_a_large_one():
     clock = Clock()
     policy = PrefixLoad(seed=1, clock=clock)
-    route(policy, request("seed", list(range(64)) + [7] * 200), replicas(0, 0))  # only 64 shared tokens
-    clock.now_s = 60.0
-    busy_first = sorted(replicas(6, 0), key=lambda r: r.replica_id)
-    owner = policy.rank(request("probe", list(range(64)) + [5] * 200), replicas(0, 0))[0][0]
-    loaded = [ReplicaSnapshot(r.replica_id, in_flight_requests=6 if r.replica_id == owner else 0) for r in busy_first]
-    assert policy.rank(request("next", list(range(64)) + [9] * 200), loaded)[0][0] != owner
+    document = list(range(2000))
+    owner = route(policy, request("seed", document), replicas(0, 0))
+    clock.now_s = 60.0  # the seed's prefill is long done
+
+    def busy_owner(in_flight):
+        return [ReplicaSnapshot(rid, in_flight_requests=in_flight if rid == owner else 0) for rid in ("r0", "r1")]
+
+    small_gain = request("small", document[:64] + [9] * 200)
+    assert policy.rank(small_gain, busy_owner(6))[0][0] != owner
+    large_gain = request("large", document + [9] * 20)
+    assert policy.rank(large_gain, busy_owner(6))[0][0] == owner
 
 
 def test_full_replica_is_ranked_last():
@@ -141,5 +146,6 @@ def test_prompt_keys_follow_the_chat_template(tmp_path):
     b = keys.for_chat("b", [system, {"role": "user", "content": "second question"}])
     shared = next(i for i, (x, y) in enumerate(zip(a.block_hashes, b.block_hashes)) if x != y)
     assert shared >= 5 and a.prompt_tokens > 100
-    assert keys.for_prompt("c", list(range(40))) == keys.for_prompt("c", list(range(40)))
+    tokens = keys.for_prompt("c", list(range(40)))
+    assert (tokens.prompt_tokens, len(tokens.block_hashes)) == (40, 2)
     assert set(keys.for_chat("d", [system], salt="tenant").block_hashes).isdisjoint(a.block_hashes)

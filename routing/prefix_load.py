@@ -37,12 +37,6 @@ class PrefixLoadSettings:
     ttl_s: float = 600.0
 
 
-@dataclass(slots=True)
-class _Backlog:
-    tokens: float = 0.0
-    updated_s: float = 0.0
-
-
 class PrefixLoad:
     name = "prefix_load"
 
@@ -51,35 +45,34 @@ class PrefixLoad:
         self._rng = random.Random(seed)
         self._clock = clock
         self.index = PrefixIndex(self.settings.capacity_blocks_per_replica, self.settings.ttl_s)
-        self._backlogs: dict[str, _Backlog] = {}
+        self._prefill_done_s: dict[str, float] = {}
+        """When each replica will have prefilled what this router sent it (the backlog,
+        drained at ``prefill_tokens_per_s``)."""
         self._last_rank: tuple[str, dict[str, int]] = ("", {})
-        """The last ranked request's uncached tokens per replica; ``on_routed`` usually follows
-        at once and reuses it, else recomputes (one replica), so no state outlives a request."""
+        """The last ranked request's matched blocks per replica; ``on_routed`` usually follows
+        at once and reuses it, else looks again, so no state outlives a request."""
 
     def rank(self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot]) -> list[list[str]]:
         if not replicas:
             return []
         now_s = self._clock()
-        uncached = self._uncached(request, [r.replica_id for r in replicas], now_s)
-        self._last_rank = (request.request_id, uncached)
-        costs = {r.replica_id: uncached[r.replica_id] + self._load_cost(r, now_s) for r in replicas}
-        eligible = self._without_overloaded(replicas)
-        best_cost = min(costs[r.replica_id] for r in eligible)
-        tied = [r.replica_id for r in eligible if costs[r.replica_id] <= best_cost + self.settings.tie_tolerance_tokens]
-        chosen = self._rng.choice(tied)
+        matched = self.index.matched_blocks(request.block_hashes, now_s)
+        self._last_rank = (request.request_id, matched)
+        costs, eligible = self._costs(request, replicas, matched, now_s)
+        best_cost = min(costs[rid] for rid in eligible)
+        tolerance = self.settings.tie_tolerance_tokens
+        chosen = self._rng.choice([rid for rid in eligible if costs[rid] <= best_cost + tolerance])
         rest = sorted((rid for rid in costs if rid != chosen), key=costs.__getitem__)
         return [[chosen], rest] if rest else [[chosen]]
 
     def on_routed(self, request: RoutingRequest, replica_id: str) -> None:
         now_s = self._clock()
-        ranked_id, ranked = self._last_rank
-        if ranked_id == request.request_id and replica_id in ranked:
-            uncached = ranked[replica_id]
-        else:
-            uncached = self._uncached(request, [replica_id], now_s)[replica_id]
-        backlog = self._backlogs.setdefault(replica_id, _Backlog(updated_s=now_s))
-        backlog.tokens = self._decayed(backlog, now_s) + uncached
-        backlog.updated_s = now_s
+        ranked_id, matched = self._last_rank
+        if ranked_id != request.request_id:
+            matched = self.index.matched_blocks(request.block_hashes, now_s)
+        uncached = self._uncached_tokens(request, matched.get(replica_id, 0))
+        start_s = max(now_s, self._prefill_done_s.get(replica_id, now_s))
+        self._prefill_done_s[replica_id] = start_s + uncached / self.settings.prefill_tokens_per_s
         self.index.insert(replica_id, request.block_hashes, now_s)
 
     def on_completed(self, request_id: str, replica_id: str) -> None:
@@ -87,23 +80,30 @@ class PrefixLoad:
 
     def on_replica_removed(self, replica_id: str) -> None:
         self.index.clear(replica_id)
-        self._backlogs.pop(replica_id, None)
+        self._prefill_done_s.pop(replica_id, None)
 
-    def _uncached(self, request: RoutingRequest, replica_ids: list[str], now_s: float) -> dict[str, int]:
-        matched = self.index.matched_blocks(request.block_hashes, replica_ids, now_s)
-        block = self.settings.block_size_tokens
-        return {rid: max(0, request.prompt_tokens - blocks * block) for rid, blocks in matched.items()}
+    def _costs(
+        self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot], matched: dict[str, int], now_s: float
+    ) -> tuple[dict[str, float], list[str]]:
+        """Expected TTFT per replica (prefill-token units), and the replicas not passed over
+        for load: with room, and within the spill bound of the least-loaded one."""
+        settings = self.settings
+        loads = [load(r) for r in replicas]
+        room = [r.has_capacity for r in replicas]
+        if not any(room):
+            room = [True] * len(replicas)
+        floor = min(n for n, ok in zip(loads, room) if ok)
+        bound = floor + max(settings.spill_slack_requests, settings.spill_ratio * floor)
+        done_s, rate, decode = self._prefill_done_s, settings.prefill_tokens_per_s, settings.decode_cost_tokens
+        costs: dict[str, float] = {}
+        eligible = []
+        for replica, busy, ok in zip(replicas, loads, room):
+            rid = replica.replica_id
+            backlog_s = done_s.get(rid, now_s) - now_s
+            costs[rid] = self._uncached_tokens(request, matched.get(rid, 0)) + max(0.0, backlog_s) * rate + decode * busy
+            if ok and busy <= bound:
+                eligible.append(rid)
+        return costs, eligible
 
-    def _load_cost(self, replica: ReplicaSnapshot, now_s: float) -> float:
-        backlog = self._backlogs.get(replica.replica_id)
-        pending = self._decayed(backlog, now_s) if backlog else 0.0
-        return pending + self.settings.decode_cost_tokens * load(replica)
-
-    def _decayed(self, backlog: _Backlog, now_s: float) -> float:
-        return max(0.0, backlog.tokens - (now_s - backlog.updated_s) * self.settings.prefill_tokens_per_s)
-
-    def _without_overloaded(self, replicas: Sequence[ReplicaSnapshot]) -> list[ReplicaSnapshot]:
-        with_room = [r for r in replicas if r.has_capacity] or list(replicas)
-        floor = min(load(r) for r in with_room)
-        bound = floor + max(self.settings.spill_slack_requests, self.settings.spill_ratio * floor)
-        return [r for r in with_room if load(r) <= bound]
+    def _uncached_tokens(self, request: RoutingRequest, matched_blocks: int) -> int:
+        return max(0, request.prompt_tokens - matched_blocks * self.settings.block_size_tokens)

@@ -102,11 +102,35 @@ def test_full_replica_is_ranked_last():
 def test_index_evicts_lru_beyond_capacity_and_after_ttl():
     index = PrefixIndex(capacity_blocks=4, ttl_s=10)
     index.insert("r0", [1, 2, 3], now_s=0)
-    index.insert("r0", [4, 5], now_s=1)  # 1 is the least recently used
+    index.insert("r0", [4, 5], now_s=1)  # block 3, the first chain's tail, is the least recently used
     assert index.size_blocks("r0") == 4
-    assert index.matched_blocks((1, 2), ["r0"], now_s=2) == {"r0": 0}
-    assert index.matched_blocks((2, 3), ["r0"], now_s=2) == {"r0": 2}
-    assert index.matched_blocks((4, 5), ["r0"], now_s=20) == {"r0": 0}  # expired
+    assert index.matched_blocks((1, 2, 3), now_s=2) == {"r0": 2}
+    assert index.matched_blocks((4, 5), now_s=20) == {}  # expired
+
+
+def test_exact_entries_outlive_the_ttl_and_follow_the_engine():
+    index = PrefixIndex(capacity_blocks=100, ttl_s=10)
+    index.insert("r0", [1, 2, 3], now_s=0)
+    index.store_exact("r0", [1, 2])  # the engine reported the first two blocks
+    index.insert("r1", [1], now_s=0)
+    assert index.matched_blocks((1, 2, 3), now_s=5) == {"r0": 3, "r1": 1}
+    assert index.matched_blocks((1, 2, 3), now_s=30) == {"r0": 2}  # approximate 3 and r1's 1 expired
+    index.remove_exact("r0", [2])
+    assert index.matched_blocks((1, 2, 3), now_s=30) == {"r0": 1}
+    index.clear_exact("r0")
+    assert index.matched_blocks((1,), now_s=30) == {}
+    assert index.size_blocks("r0") == 0
+
+
+def test_short_ttl_for_a_replica_with_live_events():
+    index = PrefixIndex(capacity_blocks=100, ttl_s=600)
+    index.set_ttl("r0", 2.0)
+    index.insert("r0", [1], now_s=0)
+    index.insert("r1", [1], now_s=0)
+    assert index.matched_blocks((1,), now_s=5) == {"r1": 1}
+    index.set_ttl("r0", None)
+    index.insert("r0", [1], now_s=5)
+    assert index.matched_blocks((1,), now_s=60) == {"r0": 1, "r1": 1}
 
 
 def test_removed_replica_is_forgotten():

@@ -58,10 +58,12 @@ class PrefixLoad:
         now_s = self._clock()
         matched = self.index.matched_blocks(request.block_hashes, now_s)
         self._last_rank = (request.request_id, matched)
-        costs, eligible = self._costs(request, replicas, matched, now_s)
+        costs, loads, eligible = self._costs(request, replicas, matched, now_s)
         best_cost = min(costs[rid] for rid in eligible)
         tolerance = self.settings.tie_tolerance_tokens
-        chosen = self._rng.choice([rid for rid in eligible if costs[rid] <= best_cost + tolerance])
+        tied = [rid for rid in eligible if costs[rid] <= best_cost + tolerance]
+        lightest = min(loads[rid] for rid in tied)
+        chosen = self._rng.choice([rid for rid in tied if loads[rid] == lightest])
         rest = sorted((rid for rid in costs if rid != chosen), key=costs.__getitem__)
         return [[chosen], rest] if rest else [[chosen]]
 
@@ -84,9 +86,9 @@ class PrefixLoad:
 
     def _costs(
         self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot], matched: dict[str, int], now_s: float
-    ) -> tuple[dict[str, float], list[str]]:
-        """Expected TTFT per replica (prefill-token units), and the replicas not passed over
-        for load: with room, and within the spill bound of the least-loaded one."""
+    ) -> tuple[dict[str, float], dict[str, int], list[str]]:
+        """Expected TTFT per replica (prefill-token units), its load, and the replicas not
+        passed over for load: with room, and within the spill bound of the least-loaded one."""
         settings = self.settings
         loads = [load(r) for r in replicas]
         room = [r.has_capacity for r in replicas]
@@ -96,14 +98,16 @@ class PrefixLoad:
         bound = floor + max(settings.spill_slack_requests, settings.spill_ratio * floor)
         done_s, rate, decode = self._prefill_done_s, settings.prefill_tokens_per_s, settings.decode_cost_tokens
         costs: dict[str, float] = {}
+        by_id: dict[str, int] = {}
         eligible = []
         for replica, busy, ok in zip(replicas, loads, room):
             rid = replica.replica_id
             backlog_s = done_s.get(rid, now_s) - now_s
             costs[rid] = self._uncached_tokens(request, matched.get(rid, 0)) + max(0.0, backlog_s) * rate + decode * busy
+            by_id[rid] = busy
             if ok and busy <= bound:
                 eligible.append(rid)
-        return costs, eligible
+        return costs, by_id, eligible
 
     def _uncached_tokens(self, request: RoutingRequest, matched_blocks: int) -> int:
         return max(0, request.prompt_tokens - matched_blocks * self.settings.block_size_tokens)

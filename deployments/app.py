@@ -11,6 +11,7 @@ from kaon.deployments.replica import EngineFactory, ModelReplica
 from kaon.deployments.request_router import KaonRequestRouter
 from kaon.deployments.resources import replica_resources
 from kaon.deployments.router import Router
+from kaon.engine.args import publishes_kv_events
 from kaon.engine.vllm_engine import VLLMEngine
 from kaon.routing.prompt_keys import block_size_tokens
 
@@ -46,9 +47,12 @@ def request_router_config(model: ModelConfig, device: str) -> RequestRouterConfi
         "capacity_blocks_per_replica": routing.index_capacity_blocks,
         "ttl_s": routing.index_ttl_s,
     }
+    events = None
+    if publishes_kv_events(model):
+        events = {"gap_ttl_s": routing.events_gap_ttl_s, "silence_timeout_s": routing.events_silence_timeout_s}
     return RequestRouterConfig(
         request_router_class=KaonRequestRouter,
-        request_router_kwargs={"policy": routing.policy, "seed": routing.seed, "settings": settings},
+        request_router_kwargs={"policy": routing.policy, "seed": routing.seed, "settings": settings, "events": events},
         request_routing_stats_period_s=routing.stats_period_s,
     )
 

@@ -19,6 +19,7 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 
 from kaon.config import ModelConfig
+from kaon.deployments.request_router import KV_EVENTS_ENDPOINT
 from kaon.engine.protocol import Engine
 from kaon.routing.snapshot import RoutingRequest
 
@@ -31,6 +32,7 @@ class ModelReplica:
     async def __init__(self, model: ModelConfig, device: str, engine_factory: EngineFactory):
         self._engine = engine_factory(model, device)
         await self._engine.start()
+        self._kv_events_endpoint = self._engine.kv_events_endpoint()
 
     async def chat(self, request: ChatCompletionRequest, routing: RoutingRequest | None = None) -> AsyncIterator[BaseModel | str]:
         """``routing`` is read by the request router in the caller; the replica ignores it."""
@@ -42,8 +44,12 @@ class ModelReplica:
             yield item
 
     def record_routing_stats(self) -> dict[str, Any]:
-        """Polled by Ray Serve's controller and handed to the request routers."""
-        return self._engine.stats().to_dict()
+        """Polled by Ray Serve's controller and handed to the request routers, with the
+        address of the engine's KV-cache events when it publishes them."""
+        stats: dict[str, Any] = self._engine.stats().to_dict()
+        if self._kv_events_endpoint:
+            stats[KV_EVENTS_ENDPOINT] = self._kv_events_endpoint
+        return stats
 
     async def check_health(self) -> None:
         await self._engine.check_health()

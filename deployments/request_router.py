@@ -4,32 +4,59 @@ Serve calls ``choose_replicas`` in the caller's process (the router deployment) 
 pending request; the RoutingRequest (block hashes) travels as the call's ``routing``
 keyword. The load view costs no remote call: in-flight counts are this router's own, and
 engine stats arrive in the background through Serve's routing-stats channel
-(``ModelReplica.record_routing_stats``).
+(``ModelReplica.record_routing_stats``), which also carries each replica's KV-event address.
+In precise mode a background thread feeds those events into the policy's prefix index; a
+lock keeps it from changing the index while a request is ranked.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
 
+from kaon.deployments.kv_event_listener import KVEventListener
+from kaon.deployments.routing_metrics import RoutingMetrics
 from kaon.engine.stats import EngineStats
+from kaon.routing.kv_events import EventTracker, KVEvent
+from kaon.routing.prefix_load import PrefixLoad
 from kaon.routing.registry import make_policy
 from kaon.routing.snapshot import ReplicaSnapshot, RoutingRequest
 
+KV_EVENTS_ENDPOINT = "kv_events_endpoint"
+"""The routing-stats key under which a replica announces its engine's KV-event address."""
+
 
 class KaonRequestRouter(RequestRouter):
-    def initialize_state(self, policy: str = "prefix_load", seed: int = 0, settings: dict[str, Any] | None = None) -> None:
+    def initialize_state(
+        self, policy: str = "prefix_load", seed: int = 0, settings: dict[str, Any] | None = None, events: dict[str, float] | None = None
+    ) -> None:
         self._policy = make_policy(policy, seed=seed, settings=settings)
+        self._metrics = RoutingMetrics(self._deployment_id.name, policy)
+        self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
         self._routed: dict[str, tuple[str, str]] = {}  # Serve's internal request id → (replica, kaon request id)
         self._known: set[str] = set()
+        self._watched: dict[str, str] = {}  # replica → KV-event endpoint subscribed to
+        self._stats_seen_s: dict[str, float] = {}  # replica → timestamp of the engine stats last exported
+        self._events: EventTracker | None = None
+        self._listener: KVEventListener | None = None
+        if events is not None and isinstance(self._policy, PrefixLoad):
+            self._events = EventTracker(self._policy.index, self._policy.settings.block_size_tokens, on_fallback=self._metrics.fallback, **events)
+            self._listener = KVEventListener(self._on_events)
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
     ) -> list[list[RunningReplica]]:
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
-        tiers = self._policy.rank(_routing_request(pending_request), [self._snapshot(r) for r in candidate_replicas])
+        snapshots = [self._snapshot(r) for r in candidate_replicas]
+        with self._lock:
+            if self._events is not None:
+                self._events.check(time.monotonic())
+            tiers = self._policy.rank(_routing_request(pending_request), snapshots)
         return [[by_id[rid] for rid in tier] for tier in tiers]
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult) -> None:
@@ -37,7 +64,12 @@ class KaonRequestRouter(RequestRouter):
         rid = replica_id.unique_id
         self._in_flight[rid] = self._in_flight.get(rid, 0) + 1
         self._routed[pending_request.metadata.internal_request_id] = (rid, request.request_id)
-        self._policy.on_routed(request, rid)
+        with self._lock:
+            predicted = self._policy.predicted_cached_blocks(request, rid) if isinstance(self._policy, PrefixLoad) else None
+            self._policy.on_routed(request, rid)
+            if self._events is not None:
+                self._events.on_routed(rid, request.block_hashes, time.monotonic())
+        self._metrics.routed(rid, len(request.block_hashes), predicted)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         routed = self._routed.pop(internal_request_id, None)
@@ -59,12 +91,32 @@ class KaonRequestRouter(RequestRouter):
         self._forget(replica_id.unique_id)
 
     def _forget(self, rid: str) -> None:
-        self._policy.on_replica_removed(rid)
+        with self._lock:
+            self._policy.on_replica_removed(rid)
+            if self._events is not None:
+                self._events.forget(rid)
+        if self._watched.pop(rid, None) is not None and self._listener is not None:
+            self._listener.unwatch(rid)
         self._in_flight.pop(rid, None)
+        self._stats_seen_s.pop(rid, None)
+
+    def _on_events(self, replica_id: str, seq: int, events: Sequence[KVEvent]) -> None:
+        """Called in the listener's thread."""
+        with self._lock:
+            was_live = self._events.is_live(replica_id)
+            self._events.on_batch(replica_id, seq, events, time.monotonic())
+            live = self._events.is_live(replica_id)
+        if live != was_live:
+            self._metrics.index_mode(replica_id, live)
 
     def _snapshot(self, replica: RunningReplica) -> ReplicaSnapshot:
         rid = replica.replica_id.unique_id
-        stats = EngineStats.from_dict(replica.routing_stats or {}) or EngineStats()
+        routing_stats = replica.routing_stats or {}
+        stats = EngineStats.from_dict(routing_stats) or EngineStats()
+        if self._stats_seen_s.get(rid) != stats.timestamp_s:
+            self._stats_seen_s[rid] = stats.timestamp_s
+            self._metrics.engine_stats(rid, stats)
+        self._watch(rid, routing_stats.get(KV_EVENTS_ENDPOINT))
         return ReplicaSnapshot(
             replica_id=rid,
             in_flight_requests=self._in_flight.get(rid, 0),
@@ -73,6 +125,15 @@ class KaonRequestRouter(RequestRouter):
             kv_cache_usage=stats.kv_cache_usage,
             max_ongoing_requests=replica.max_ongoing_requests,
         )
+
+    def _watch(self, rid: str, endpoint: str | None) -> None:
+        """Subscribe to a replica's events once it announces where it publishes them."""
+        if self._listener is None or not endpoint or self._watched.get(rid) == endpoint:
+            return
+        with self._lock:
+            self._events.forget(rid)  # a new endpoint is a restarted engine: a new sequence
+        self._watched[rid] = endpoint
+        self._listener.watch(rid, endpoint)
 
 
 def _routing_request(pending_request: PendingRequest | None) -> RoutingRequest:

@@ -51,6 +51,15 @@ def engine_settings(engine: EngineConfig, device: str) -> dict[str, Any]:
     return settings
 
 
+KV_EVENTS_CONFIG = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://*:0", "topic": "kv"}
+"""vLLM publishes its prefix cache's stores and evictions on a port of its own choosing on
+this node's IP (``tcp://*:0``); the replica reads the bound address back from the engine."""
+
+
+def publishes_kv_events(model: ModelConfig) -> bool:
+    return model.routing.policy == "prefix_load" and model.routing.kv_events and model.engine.enable_prefix_caching
+
+
 def to_flags(settings: dict[str, Any], option_strings: set[str]) -> list[str]:
     """`{"max_model_len": 2048, "enforce_eager": True}` → `["--max-model-len", "2048", "--enforce-eager"]`.
 
@@ -87,6 +96,8 @@ def vllm_args(model: ModelConfig, model_path: str, device: str) -> argparse.Name
         raise ConfigError(f"models[{model.name}].engine.extra_args: not vLLM arguments: {unknown}")
     settings = engine_settings(model.engine, device)
     settings["served_model_name"] = [model.name]
+    if publishes_kv_events(model):
+        settings["kv_events_config"] = KV_EVENTS_CONFIG
     options = set(parser._option_string_actions)
     flags = ["--model", model_path, *to_flags(settings, options), *to_flags(model.engine.extra_args, options)]
     try:

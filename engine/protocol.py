@@ -31,6 +31,9 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats: ...
 
+    def kv_events_endpoint(self) -> str | None:
+        """The ZMQ address of the engine's KV-cache events, or None if it publishes none."""
+
     async def check_health(self) -> None:
         """Raise if the engine can no longer serve."""
 

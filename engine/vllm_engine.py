@@ -105,6 +105,13 @@ class VLLMEngine:
             return replace(self._stats, running_requests=0, waiting_requests=0)
         return self._stats
 
+    def kv_events_endpoint(self) -> str | None:
+        """Where this engine publishes its KV-cache events (ZMQ PUB), if it does."""
+        for source in self._client.get_kv_event_sources().values():
+            if source.publisher == "zmq":
+                return source.endpoint
+        return None
+
     async def check_health(self) -> None:
         await self._client.check_health()
 

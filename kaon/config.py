@@ -69,6 +69,16 @@ class RoutingConfig(_Strict):
     index_capacity_blocks: int = Field(default=100_000, ge=1, description="prefix index entries per replica")
     index_ttl_s: float = Field(default=600.0, gt=0)
     stats_period_s: float = Field(default=1.0, gt=0, description="how often replicas push engine stats to the routers")
+    kv_events: bool = Field(
+        default=True, description="prefix_load: feed the prefix index from vLLM's KV-cache events (precise mode); "
+        "off: approximate index only"
+    )
+    events_gap_ttl_s: float = Field(
+        default=30.0, gt=0, description="precise mode: how long a routed request's blocks count as cached before the engine reports them"
+    )
+    events_silence_timeout_s: float = Field(
+        default=30.0, gt=0, description="precise mode: fall back to approximate when a replica reports no stored blocks this long after it had to"
+    )
 
 
 class ModelConfig(_Strict):

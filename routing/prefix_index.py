@@ -75,6 +75,19 @@ class PrefixIndex:
                 if block_hash not in approximate:
                     self._drop_holder(block_hash, replica_id)
 
+    def holds_exact(self, replica_id: str, block_hash: int) -> bool:
+        return block_hash in self._exact.get(replica_id, ())
+
+    def demote_exact(self, replica_id: str, now_s: float) -> None:
+        """Turn a replica's exact entries into approximate ones used at ``now_s`` (its
+        events stopped: they may no longer hear of evictions)."""
+        blocks = self._approximate.setdefault(replica_id, {})
+        for block_hash in self._exact.pop(replica_id, ()):
+            blocks.pop(block_hash, None)
+            blocks[block_hash] = now_s
+        while len(blocks) > self._capacity_blocks:
+            self._drop_approximate(replica_id, next(iter(blocks)))
+
     def clear_exact(self, replica_id: str) -> None:
         approximate = self._approximate.get(replica_id, {})
         for block_hash in self._exact.pop(replica_id, ()):

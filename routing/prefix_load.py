@@ -77,6 +77,11 @@ class PrefixLoad:
         self._prefill_done_s[replica_id] = start_s + uncached / self.settings.prefill_tokens_per_s
         self.index.insert(replica_id, request.block_hashes, now_s)
 
+    def predicted_cached_blocks(self, request: RoutingRequest, replica_id: str) -> int:
+        """Leading blocks of the last ranked request the index held on the replica (a metric)."""
+        ranked_id, matched = self._last_rank
+        return matched.get(replica_id, 0) if ranked_id == request.request_id else 0
+
     def on_completed(self, request_id: str, replica_id: str) -> None:
         pass
 

@@ -47,6 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     work.add_argument("--prompts-per-group", type=int, default=16, help="shared-prefix (default %(default)s)")
     work.add_argument("--system-prompt-tokens", type=int, help="shared-prefix: 2048, multi-turn: 1000 by default")
     work.add_argument("--question-tokens", type=int, default=128, help="shared-prefix (default %(default)s)")
+    work.add_argument("--group-skew", type=float, default=0.0,
+                      help="shared-prefix: Zipf exponent of group popularity, 0 = uniform (default %(default)s)")
     work.add_argument("--num-users", type=int, default=16, help="multi-turn (default %(default)s)")
     work.add_argument("--rounds", type=int, default=8, help="multi-turn (default %(default)s)")
     work.add_argument("--user-turn-tokens", type=int, default=100, help="multi-turn (default %(default)s)")
@@ -147,7 +149,8 @@ def build_workload(args: argparse.Namespace, tokenizer: Any, seed: int, num_requ
     if args.workload == "shared-prefix":
         params = {"num_groups": args.num_groups, "prompts_per_group": args.prompts_per_group,
                   "system_prompt_tokens": _given(args.system_prompt_tokens, 2048),
-                  "question_tokens": args.question_tokens, "output_tokens": _given(args.output_tokens, 256)}
+                  "question_tokens": args.question_tokens, "output_tokens": _given(args.output_tokens, 256),
+                  "group_skew": args.group_skew}
         make = workloads.generated_shared_prefix
     elif args.workload == "multi-turn":
         params = {"num_users": args.num_users, "rounds": args.rounds,

@@ -143,34 +143,53 @@ def generated_shared_prefix(
     output_tokens: int = 256,
     seed: int = 0,
     shuffle: bool = True,
+    group_skew: float = 0.0,
 ) -> list[BenchRequest]:
     """SGLang bench_serving's ``generated-shared-prefix`` dataset (defaults are SGLang's).
 
-    Each group has one system prompt of ``system_prompt_tokens``; its ``prompts_per_group``
-    requests share it exactly (same string) and differ in a ``question_tokens`` user
-    message; all questions of the workload are distinct, and so are the system prompts.
-    ``shuffle`` interleaves the groups (seeded), as clients of a real service would.
+    Each group has one system prompt of ``system_prompt_tokens``; its requests share it
+    exactly (same string) and differ in a ``question_tokens`` user message; all questions of
+    the workload are distinct, and so are the system prompts. There are ``num_groups`` ×
+    ``prompts_per_group`` requests: ``prompts_per_group`` per group, or, with ``group_skew``
+    S > 0, each request's group drawn (seeded) from the Zipf law of ``zipf_weights`` — a few
+    hot system prompts and a long tail, as production traces have. ``shuffle`` interleaves
+    the groups (seeded), as clients of a real service would.
     """
     rng = random.Random(seed)
     maker = TextMaker(tokenizer)
     systems = maker.distinct_texts(num_groups, system_prompt_tokens, rng)
-    questions = maker.distinct_texts(num_groups * prompts_per_group, question_tokens, rng)
+    total = num_groups * prompts_per_group
+    questions = maker.distinct_texts(total, question_tokens, rng)
+    if group_skew != 0:
+        groups = sorted(rng.choices(range(num_groups), weights=zipf_weights(num_groups, group_skew), k=total))
+    else:
+        groups = [group for group in range(num_groups) for _ in range(prompts_per_group)]
     requests = []
-    for group, system in enumerate(systems):
-        for index in range(prompts_per_group):
-            question = questions[group * prompts_per_group + index]
-            requests.append(
-                BenchRequest(
-                    request_id=f"spx-g{group}-q{index}",
-                    output_tokens=output_tokens,
-                    prompt_tokens=system_prompt_tokens + question_tokens,
-                    messages=(ChatMessage("system", system), ChatMessage("user", question)),
-                    group_id=f"g{group}",
-                )
+    asked = [0] * num_groups
+    for group, question in zip(groups, questions):
+        requests.append(
+            BenchRequest(
+                request_id=f"spx-g{group}-q{asked[group]}",
+                output_tokens=output_tokens,
+                prompt_tokens=system_prompt_tokens + question_tokens,
+                messages=(ChatMessage("system", systems[group]), ChatMessage("user", question)),
+                group_id=f"g{group}",
             )
+        )
+        asked[group] += 1
     if shuffle:
         rng.shuffle(requests)
     return requests
+
+
+def zipf_weights(num_groups: int, skew: float) -> list[float]:
+    """Popularity of groups 0, 1, …: group k's share ∝ 1 / (k + 1) ** ``skew``, summing to 1
+    (0: uniform). Shared by the bench and the simulator's workloads."""
+    if skew < 0:
+        raise ValueError(f"group skew must be >= 0, got {skew}")
+    raw = [1.0 / (k + 1) ** skew for k in range(num_groups)]
+    total = sum(raw)
+    return [w / total for w in raw]
 
 
 def multi_turn_chat(

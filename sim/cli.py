@@ -35,6 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--workload", choices=scenarios.WORKLOADS, default="shared-prefix")
     r.add_argument("--groups", type=int, default=64, help="shared-prefix: prefix groups")
     r.add_argument("--prompts-per-group", type=int, default=16)
+    r.add_argument("--group-skew", type=float, default=0.0,
+                   help="shared-prefix: Zipf exponent of group popularity, 0 = uniform (default)")
     r.add_argument("--system-prompt-tokens", type=int, help="default 2048 (shared-prefix), 1024 (multi-turn)")
     r.add_argument("--question-tokens", type=int, default=128)
     r.add_argument("--output-tokens", type=int, default=256)
@@ -80,7 +82,8 @@ def workload_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.workload == "shared-prefix":
         return {"num_groups": args.groups, "prompts_per_group": args.prompts_per_group,
                 "system_prompt_tokens": args.system_prompt_tokens or 2048,
-                "question_tokens": args.question_tokens, "output_tokens": args.output_tokens}
+                "question_tokens": args.question_tokens, "output_tokens": args.output_tokens,
+                "group_skew": args.group_skew}
     if args.workload == "multi-turn":
         return {"num_users": args.users, "num_rounds": args.rounds,
                 "system_prompt_tokens": args.system_prompt_tokens or 1024,

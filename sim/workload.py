@@ -13,7 +13,8 @@ with arrival times and stops at the shorter of the two. Shapes follow the field'
 
 - ``shared_prefix``: SGLang ``generated-shared-prefix`` (groups × prompts per group, one
   system prompt per group, a distinct question per request), repeated in rounds with fresh
-  questions when more requests are asked for than groups × prompts.
+  questions when more requests are asked for than groups × prompts; optionally with
+  Zipf-skewed group popularity (``group_skew``).
 - ``multi_turn``: production-stack multi-round QA: users × rounds, one system prompt shared
   by every user, each round's prompt = the user's whole history + a new question. A round is
   held until the user's previous round finished (``after_request_id``), and the answer's full
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kaon.bench.workloads import zipf_weights
 from kaon.routing.snapshot import RoutingRequest
 
 ROOT_HASH = 0
@@ -119,9 +121,13 @@ def shared_prefix(
     block_size_tokens: int = 16,
     seed: int = 0,
     num_requests: int | None = None,
+    group_skew: float = 0.0,
 ) -> Iterator[SimRequest]:
-    """SGLang's generated-shared-prefix shape (defaults are SGLang's). Each round is every
-    group's ``prompts_per_group`` requests in a seeded shuffle."""
+    """SGLang's generated-shared-prefix shape (defaults are SGLang's). Each round is
+    ``num_groups`` × ``prompts_per_group`` requests in a seeded order: every group's
+    ``prompts_per_group``, or, with ``group_skew`` S > 0, groups drawn from the Zipf law of
+    ``kaon.bench.workloads.zipf_weights`` (group k's share ∝ 1 / (k + 1) ** S: a few hot
+    system prompts and a long tail, as the bench's generator draws them)."""
     rng = np.random.default_rng(seed)
     tokens = _Tokens(rng)
     prefixes = []
@@ -130,17 +136,27 @@ def shared_prefix(
         chain.extend(tokens.take(system_prompt_tokens))
         prefixes.append((tuple(chain.hashes), chain.tail, chain.hashes[-1] if chain.hashes else ROOT_HASH))
     prompt_len = system_prompt_tokens + question_tokens
-    count = itertools.count()
+    groups = _group_order(rng, num_groups, prompts_per_group, group_skew)
+    for index, group in enumerate(groups):
+        if num_requests is not None and index >= num_requests:
+            return
+        head, tail, parent = prefixes[group]
+        hashes = head + tuple(chain_hashes(tail + tokens.take(question_tokens), block_size_tokens, parent))
+        yield SimRequest(RoutingRequest(f"sp-{index}", hashes, prompt_len), output_tokens, group_id=f"g{group}")
+
+
+def _group_order(rng: np.random.Generator, num_groups: int, prompts_per_group: int, skew: float) -> Iterator[int]:
+    """Endless rounds of group ids: each group ``prompts_per_group`` times, shuffled, or
+    (``skew`` ≠ 0) as many Zipf draws. Lazy, so a round is drawn when it is reached."""
+    weights = np.asarray(zipf_weights(num_groups, skew)) if skew != 0 else None
+    size = num_groups * prompts_per_group
     while True:
-        order = np.repeat(np.arange(num_groups), prompts_per_group)
-        rng.shuffle(order)
-        for group in order.tolist():
-            index = next(count)
-            if num_requests is not None and index >= num_requests:
-                return
-            head, tail, parent = prefixes[group]
-            hashes = head + tuple(chain_hashes(tail + tokens.take(question_tokens), block_size_tokens, parent))
-            yield SimRequest(RoutingRequest(f"sp-{index}", hashes, prompt_len), output_tokens, group_id=f"g{group}")
+        if weights is None:
+            order = np.repeat(np.arange(num_groups), prompts_per_group)
+            rng.shuffle(order)
+        else:
+            order = rng.choice(num_groups, size=size, p=weights)
+        yield from order.tolist()
 
 
 def multi_turn(

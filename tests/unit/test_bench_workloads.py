@@ -4,6 +4,8 @@ tiny model's tokenizer, shared prefixes shared exactly, multi-turn sessions in o
 from __future__ import annotations
 
 import random
+from collections import Counter
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -15,6 +17,7 @@ from kaon.bench.workloads import (
     generated_shared_prefix,
     multi_turn_chat,
     random_lengths,
+    zipf_weights,
 )
 from kaon.tiny_model import ensure_tiny_model
 
@@ -68,6 +71,23 @@ def test_shared_prefix_shuffle_interleaves_groups(tokenizer) -> None:
     assert [r.group_id for r in ordered] == [f"g{g}" for g in range(4) for _ in range(4)]
     assert sorted(r.request_id for r in shuffled) == sorted(r.request_id for r in ordered)
     assert [r.group_id for r in shuffled] != [r.group_id for r in ordered]
+
+
+def test_shared_prefix_group_skew_makes_hot_groups(tokenizer) -> None:
+    make = lambda seed, skew: generated_shared_prefix(tokenizer, 8, 25, 16, 4, 2, seed=seed, group_skew=skew)  # noqa: E731
+    skewed = make(3, 1.2)
+    assert skewed == make(3, 1.2) and skewed != make(4, 1.2)
+    assert len(skewed) == 200 and len({r.request_id for r in skewed}) == 200
+    counts = Counter(r.group_id for r in skewed)
+    assert counts["g0"] > 2 * counts["g3"] > 0 and counts["g0"] > 25 > min(counts.values())
+    by_group = {r.group_id: r.messages[0].content for r in skewed}
+    assert all(r.messages[0].content == by_group[r.group_id] for r in skewed)
+    assert make(3, 0.0) == generated_shared_prefix(tokenizer, 8, 25, 16, 4, 2, seed=3)
+    weights = zipf_weights(4, 1.0)
+    assert sum(weights) == pytest.approx(1.0) and weights[0] == pytest.approx(2 * weights[1])
+    assert zipf_weights(3, 0.0) == pytest.approx([1 / 3] * 3)
+    with pytest.raises(ValueError, match="skew"):
+        zipf_weights(3, -0.5)
 
 
 def test_multi_turn_sessions(tokenizer) -> None:

@@ -1,10 +1,12 @@
 """Simulator workloads: chained block hashes, sharing structure, arrivals."""
 
 import itertools
+from collections import Counter
 
 import numpy as np
 import pytest
 
+from kaon.bench.workloads import zipf_weights
 from kaon.sim import workload as wl
 
 
@@ -41,6 +43,23 @@ def test_workloads_are_deterministic_per_seed_and_unbounded_without_a_count():
                                                                                    seed=seed), 10)]
     assert ids(3) == ids(3) and ids(3) != ids(4)
     assert len(ids(3)) == 10  # more than groups x prompts: further rounds with new questions
+
+
+def test_skewed_groups_follow_the_zipf_law_deterministically():
+    def groups(skew, seed=0):
+        return [r.group_id for r in wl.shared_prefix(num_groups=50, prompts_per_group=40, system_prompt_tokens=32,
+                                                    question_tokens=16, seed=seed, num_requests=20_000,
+                                                    group_skew=skew)]
+    skewed = groups(1.1)
+    assert skewed == groups(1.1) and skewed != groups(1.1, seed=1)
+    shares = Counter(skewed)
+    weights = zipf_weights(50, 1.1)
+    for rank in (0, 1):
+        assert shares[f"g{rank}"] / 20_000 == pytest.approx(weights[rank], rel=0.05)
+    assert sum(shares[f"g{rank}"] for rank in range(10)) / 20_000 == pytest.approx(sum(weights[:10]), rel=0.05)
+    assert set(Counter(groups(0.0)).values()) == {400}  # uniform: every group prompts_per_group times a round
+    with pytest.raises(ValueError, match="skew"):
+        groups(-1.0)
 
 
 def test_multi_turn_rounds_extend_the_history_and_wait_for_the_previous_round():

@@ -6,10 +6,10 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
-from kaon.config import KaonConfig, ModelConfig
+from kaon.cluster.placement import plan_replica
+from kaon.config import KaonConfig, ModelConfig, NodeTypeConfig
 from kaon.deployments.replica import EngineFactory, ModelReplica
 from kaon.deployments.request_router import KaonRequestRouter
-from kaon.deployments.resources import replica_resources
 from kaon.deployments.router import Router
 from kaon.engine.args import publishes_kv_events
 from kaon.engine.vllm_engine import VLLMEngine
@@ -20,8 +20,10 @@ def deployment_name(model: ModelConfig) -> str:
     return "model-" + model.name.replace("/", "--").replace(":", "-")
 
 
-def _model_deployment(model: ModelConfig, device: str, engine_factory: EngineFactory) -> Application:
-    options = replica_resources(model, device).deployment_options()
+def _model_deployment(
+    model: ModelConfig, device: str, engine_factory: EngineFactory, node_types: list[NodeTypeConfig]
+) -> Application:
+    options = plan_replica(model, device, node_types).deployment_options()
     deployment = serve.deployment(ModelReplica).options(
         name=deployment_name(model),
         num_replicas=model.replicas,
@@ -59,7 +61,7 @@ def request_router_config(model: ModelConfig, device: str) -> RequestRouterConfi
 
 def build_app(config: KaonConfig, device: str, engine_factory: EngineFactory = VLLMEngine) -> Application:
     """Wire the router to one deployment per model; ``engine_factory`` picks the engine (fake in tests)."""
-    models = {m.name: _model_deployment(m, device, engine_factory) for m in config.models}
+    models = {m.name: _model_deployment(m, device, engine_factory, config.cluster.node_types) for m in config.models}
     router = serve.deployment(Router).options(
         name="router",
         num_replicas=config.router.replicas,

@@ -41,6 +41,7 @@ def engine_settings(engine: EngineConfig, device: str) -> dict[str, Any]:
         "enforce_eager": engine.enforce_eager,
         "seed": engine.seed,
         "disable_log_stats": False,
+        "enable_prompt_tokens_details": True,  # usage.prompt_tokens_details.cached_tokens, as OpenAI reports
     }
     if device == "gpu":
         settings["gpu_memory_utilization"] = engine.gpu_memory_utilization
@@ -49,6 +50,24 @@ def engine_settings(engine: EngineConfig, device: str) -> dict[str, Any]:
     elif engine.world_size > 1:
         settings["distributed_executor_backend"] = "mp"
     return settings
+
+
+CPU_THREADS_BIND = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def cpu_threads_bind(model: ModelConfig, cpu_ids: list[int]) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for a multi-rank CPU replica: the cores it may use, split
+    into one contiguous share per rank (``0|1``, ``0,1,2,3|4,5,6,7``).
+
+    vLLM's default (``auto``) binds each rank to a NUMA node of its own and fails where ranks
+    outnumber NUMA nodes, as on any one-socket machine.
+    """
+    ranks = model.engine.world_size
+    if len(cpu_ids) < ranks:
+        raise ConfigError(f"models[{model.name}].engine: {ranks} CPU ranks (tp × pp) need a core each, "
+                          f"the replica may use {len(cpu_ids)}: {cpu_ids}")
+    share = len(cpu_ids) // ranks
+    return "|".join(",".join(str(cpu) for cpu in cpu_ids[rank * share:(rank + 1) * share]) for rank in range(ranks))
 
 
 KV_EVENTS_CONFIG = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://*:0", "topic": "kv"}

@@ -20,7 +20,7 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.v1.metrics.loggers import StatLoggerBase
 
 from kaon.config import ModelConfig
-from kaon.engine.args import vllm_args
+from kaon.engine.args import CPU_THREADS_BIND, cpu_threads_bind, vllm_args
 from kaon.engine.model_source import resolve_model_path
 from kaon.engine.protocol import ChatResult, CompletionResult
 from kaon.engine.stats import EngineStats
@@ -54,8 +54,11 @@ class _StatsRecorder(StatLoggerBase):
 
 
 def cpu_environment(model: ModelConfig) -> dict[str, str]:
-    """Environment vLLM's CPU backend reads at engine start."""
-    return {"VLLM_CPU_KVCACHE_SPACE": str(model.engine.kv_cache_space_gib)}
+    """Environment vLLM's CPU backend reads at engine start (a thread binding set by the user wins)."""
+    environment = {"VLLM_CPU_KVCACHE_SPACE": str(model.engine.kv_cache_space_gib)}
+    if model.engine.world_size > 1 and CPU_THREADS_BIND not in os.environ:
+        environment[CPU_THREADS_BIND] = cpu_threads_bind(model, sorted(os.sched_getaffinity(0)))
+    return environment
 
 
 class VLLMEngine:

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
     serve.add_argument("--model", help="serve this model (hub id or path) instead of the config's models")
     serve.add_argument("--replicas", type=int, help="replicas of every model")
+    serve.add_argument("--tp", type=int, help="tensor-parallel size of every model (GPUs, or CPU ranks, per pipeline stage)")
+    serve.add_argument("--pp", type=int, help="pipeline-parallel size of every model (stages per replica)")
     serve.add_argument("--router-policy", choices=["prefix_load", "round_robin", "power_of_two"], help="routing policy of every model")
     serve.add_argument("--port", type=int, help="HTTP port of the OpenAI API")
     serve.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
@@ -58,6 +60,10 @@ def serve_overrides(config: KaonConfig, args: argparse.Namespace) -> dict[str, A
             overrides[f"models.{index}.replicas"] = args.replicas
         if args.router_policy is not None:
             overrides[f"models.{index}.routing.policy"] = args.router_policy
+        if args.tp is not None:
+            overrides[f"models.{index}.engine.tensor_parallel_size"] = args.tp
+        if args.pp is not None:
+            overrides[f"models.{index}.engine.pipeline_parallel_size"] = args.pp
     if args.port is not None:
         overrides["http.port"] = args.port
     if args.address is not None:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kaon.cluster.placement import fit_errors
+
 TINY_MODEL_SCHEME = "kaon-tiny:"
 """A model ``source`` of ``kaon-tiny:tiny`` or ``kaon-tiny:bench`` means the generated model."""
 
@@ -81,6 +83,14 @@ class RoutingConfig(_Strict):
     )
 
 
+class PlacementConfig(_Strict):
+    """Where a multi-GPU replica's workers go (one Ray placement group per replica)."""
+
+    strategy: Literal["auto", "STRICT_PACK", "PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        default="auto", description="auto: STRICT_PACK when a replica fits one node of cluster.node_types, else PACK"
+    )
+
+
 class ModelConfig(_Strict):
     """One served model: its name in requests, where its weights are, how many replicas."""
 
@@ -97,6 +107,7 @@ class ModelConfig(_Strict):
     graceful_shutdown_timeout_s: float = Field(default=30.0, ge=0)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
     @field_validator("source")
     @classmethod
@@ -120,6 +131,14 @@ class RouterConfig(_Strict):
     max_ongoing_requests: int = Field(default=1024, ge=1)
 
 
+class NodeTypeConfig(_Strict):
+    """A kind of GPU node replicas run on (a `ray up` worker type, a KubeRay worker group)."""
+
+    name: str = Field(min_length=1)
+    gpus: int = Field(ge=1, description="GPUs per node")
+    max_nodes: int = Field(ge=1, description="the most nodes of this type the cluster grows to")
+
+
 class ClusterConfig(_Strict):
     """Where to run: an existing Ray cluster (``address``) or a local one kaon starts."""
 
@@ -131,6 +150,18 @@ class ClusterConfig(_Strict):
         description="Logical CPUs for a local Ray (default: enough for every replica).",
     )
     app_name: str = Field(default="kaon", min_length=1)
+    node_types: list[NodeTypeConfig] = Field(
+        default_factory=list,
+        description="The GPU node types replicas may use; configs that can never fit them are refused (empty: unknown).",
+    )
+
+    @field_validator("node_types")
+    @classmethod
+    def _unique_node_type_names(cls, node_types: list[NodeTypeConfig]) -> list[NodeTypeConfig]:
+        names = [node_type.name for node_type in node_types]
+        if len(set(names)) < len(names):
+            raise ValueError(f"node type names must be unique, got {names}")
+        return node_types
 
 
 class KaonConfig(_Strict):
@@ -167,9 +198,13 @@ def _describe(error: ValidationError) -> str:
 def parse_config(data: dict[str, Any]) -> KaonConfig:
     """Validate a config mapping; raise ``ConfigError`` naming each bad field and value."""
     try:
-        return KaonConfig.model_validate(data)
+        config = KaonConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
+    misfits = fit_errors(config)
+    if misfits:
+        raise ConfigError("invalid kaon config:\n" + "\n".join(f"  {e.field}: {e.message} (got {e.value!r})" for e in misfits))
+    return config
 
 
 def load_config(path: str | Path) -> KaonConfig:

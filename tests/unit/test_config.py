@@ -82,7 +82,7 @@ def test_overrides_are_validated():
 
 
 def _serve_args(**values):
-    defaults = {"model": None, "replicas": None, "port": None, "address": None, "router_policy": None}
+    defaults = {"model": None, "replicas": None, "port": None, "address": None, "router_policy": None, "tp": None, "pp": None}
     return argparse.Namespace(**(defaults | values))
 
 

@@ -3,7 +3,6 @@
 import pytest
 
 from kaon.config import ConfigError, parse_config
-from kaon.deployments.resources import replica_resources
 from kaon.engine.args import vllm_args
 
 
@@ -46,11 +45,3 @@ def test_unknown_extra_arg_names_the_field():
 def test_bad_extra_value_fails_with_vllms_message():
     with pytest.raises(ConfigError, match=r"models\[tiny\].engine:.*max-logprobs"):
         vllm_args(_model(extra_args={"max_logprobs": "lots"}), "/m", "cpu")
-
-
-def test_replica_resources_follow_parallelism():
-    assert replica_resources(_model(tensor_parallel_size=2), "cpu").deployment_options() == {"ray_actor_options": {"num_cpus": 2}}
-    single = replica_resources(_model(), "gpu").deployment_options()
-    assert single == {"ray_actor_options": {"num_cpus": 1, "num_gpus": 1}}
-    spread = replica_resources(_model(tensor_parallel_size=2, pipeline_parallel_size=2), "gpu")
-    assert spread.placement_group_bundles == [{"CPU": 1, "GPU": 1}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from kaon.cluster.placement import plan_replica
 from kaon.config import KaonConfig, ModelConfig, NodeTypeConfig
+from kaon.deployments.auth import api_keys
 from kaon.deployments.replica import EngineFactory, ModelReplica
 from kaon.deployments.request_router import KaonRequestRouter
 from kaon.deployments.router import Router
@@ -68,4 +71,4 @@ def build_app(config: KaonConfig, device: str, engine_factory: EngineFactory = V
         max_ongoing_requests=config.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
     )
-    return router.bind(config, models, device)
+    return router.bind(config, models, device, api_keys(config.auth, os.environ))

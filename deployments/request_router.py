@@ -41,7 +41,6 @@ class KaonRequestRouter(RequestRouter):
         self._routed: dict[str, tuple[str, str]] = {}  # Serve's internal request id → (replica, kaon request id)
         self._known: set[str] = set()
         self._watched: dict[str, str] = {}  # replica → KV-event endpoint subscribed to
-        self._stats_seen_s: dict[str, float] = {}  # replica → timestamp of the engine stats last exported
         self._events: EventTracker | None = None
         self._listener: KVEventListener | None = None
         if events is not None and isinstance(self._policy, PrefixLoad):
@@ -84,6 +83,9 @@ class KaonRequestRouter(RequestRouter):
         current = {r.replica_id.unique_id for r in replicas}
         for gone in self._known - current:
             self._forget(gone)
+        if self._events is not None:
+            for new in current - self._known:
+                self._metrics.index_mode(new, False)
         self._known = current
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
@@ -98,7 +100,6 @@ class KaonRequestRouter(RequestRouter):
         if self._watched.pop(rid, None) is not None and self._listener is not None:
             self._listener.unwatch(rid)
         self._in_flight.pop(rid, None)
-        self._stats_seen_s.pop(rid, None)
 
     def _on_events(self, replica_id: str, seq: int, events: Sequence[KVEvent]) -> None:
         """Called in the listener's thread."""
@@ -113,9 +114,6 @@ class KaonRequestRouter(RequestRouter):
         rid = replica.replica_id.unique_id
         routing_stats = replica.routing_stats or {}
         stats = EngineStats.from_dict(routing_stats) or EngineStats()
-        if self._stats_seen_s.get(rid) != stats.timestamp_s:
-            self._stats_seen_s[rid] = stats.timestamp_s
-            self._metrics.engine_stats(rid, stats)
         self._watch(rid, routing_stats.get(KV_EVENTS_ENDPOINT))
         return ReplicaSnapshot(
             replica_id=rid,

@@ -5,6 +5,8 @@ bad parameter gets the same 400 (with ``param``) that `vllm serve` gives. ``mode
 model deployment; each call goes through that deployment's handle, whose request router
 picks the replica. Errors keep the OpenAI shape: before a stream starts as a JSON body with
 the right status, after it starts as a ``data: {"error": ...}`` event and ``data: [DONE]``.
+With API keys configured, the key is checked before the body's fields (401 otherwise) and
+names the tenant whose cache salt the request carries (``deployments/auth.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from ray import serve
@@ -27,6 +29,7 @@ from vllm.entrypoints.serve.exception_handling.register import init_exception_ha
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
 from kaon.config import KaonConfig, ModelConfig
+from kaon.deployments.auth import ApiKeys, Unauthorized
 from kaon.engine.model_source import resolve_model_path
 from kaon.routing.prompt_keys import PromptKeys, block_size_tokens
 from kaon.routing.snapshot import RoutingRequest
@@ -53,6 +56,17 @@ def _error_type(status: HTTPStatus) -> str:
 
 def _json_error(error: ErrorResponse, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error.model_dump(), status_code=error.error.code, headers=headers)
+
+
+@app.exception_handler(Unauthorized)
+async def _unauthorized(request: Request, error: Unauthorized) -> JSONResponse:
+    return _json_error(error_response(HTTPStatus.UNAUTHORIZED, str(error)), headers={"WWW-Authenticate": "Bearer"})
+
+
+def authorize(request: Request) -> None:
+    """Sets ``request.state.tenant`` from the API key (None when kaon has no keys)."""
+    keys: ApiKeys | None = serve.get_replica_context().servable_object.api_keys
+    request.state.tenant = keys.tenant(request.headers.get("authorization")) if keys else None
 
 
 def _sse_error(error: ErrorResponse) -> str:
@@ -93,7 +107,8 @@ def _single_prompt(request: CompletionRequest) -> str | list[int] | None:
 # module-level helper the endpoints use must be defined above this line.
 @serve.ingress(app)
 class Router:
-    def __init__(self, config: KaonConfig, models: dict[str, DeploymentHandle], device: str):
+    def __init__(self, config: KaonConfig, models: dict[str, DeploymentHandle], device: str, api_keys: ApiKeys | None = None):
+        self.api_keys = api_keys
         self._config = config
         self._models = {name: handle.options(stream=True) for name, handle in models.items()}
         self._keys = {m.name: _prompt_keys(m, device) for m in config.models if m.routing.policy == "prefix_load"}
@@ -102,7 +117,7 @@ class Router:
     async def health(self) -> Response:
         return Response(status_code=HTTPStatus.OK)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def list_models(self) -> ModelList:
         cards = [
             ModelCard(id=m.name, root=m.source, owned_by="kaon", max_model_len=m.engine.max_model_len)
@@ -110,17 +125,23 @@ class Router:
         ]
         return ModelList(data=cards)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
-    async def chat(self, request: ChatCompletionRequest) -> Response:
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize), Depends(validate_json_request)])
+    async def chat(self, request: ChatCompletionRequest, raw_request: Request) -> Response:
+        self._salt(request, raw_request.state.tenant)
         keys = self._keys.get(request.model)
         routing = keys.for_chat(request.request_id, request.messages, request.cache_salt) if keys else None
         return await self._dispatch(request.model, "chat", request, routing)
 
-    @app.post("/v1/completions", dependencies=[Depends(validate_json_request)])
-    async def completion(self, request: CompletionRequest) -> Response:
+    @app.post("/v1/completions", dependencies=[Depends(authorize), Depends(validate_json_request)])
+    async def completion(self, request: CompletionRequest, raw_request: Request) -> Response:
+        self._salt(request, raw_request.state.tenant)
         keys, prompt = self._keys.get(request.model), _single_prompt(request)
         routing = keys.for_prompt(request.request_id, prompt, request.cache_salt) if keys and prompt is not None else None
         return await self._dispatch(request.model, "completion", request, routing)
+
+    def _salt(self, request: ChatCompletionRequest | CompletionRequest, tenant: str | None) -> None:
+        if tenant is not None:
+            request.cache_salt = self.api_keys.cache_salt(tenant, request.cache_salt)
 
     async def _dispatch(self, model: str, method: str, request: BaseModel, routing: RoutingRequest | None) -> Response:
         handle = self._models.get(model)

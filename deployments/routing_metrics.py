@@ -1,13 +1,13 @@
 """The router's Prometheus metrics (through Ray's metrics agent), one set per routed deployment.
 
-Ray prefixes every name with ``ray_``: e.g. ``ray_kaon_routing_decisions_total``.
+Ray prefixes every name with ``ray_``: e.g. ``ray_kaon_routing_decisions_total``. The
+engines' own prefix-cache hit rate per replica is vLLM's (``ray_vllm_prefix_cache_hits_total``
+over ``ray_vllm_prefix_cache_queries_total``, label ``ReplicaId``), exported by the replicas.
 """
 
 from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge
-
-from kaon.engine.stats import EngineStats
 
 
 class RoutingMetrics:
@@ -33,10 +33,6 @@ class RoutingMetrics:
             "Times a replica's KV events stopped being trusted (reason: sequence_gap, silent, block_size_mismatch).",
             (*keys, "reason"),
         ).set_default_tags(tags)
-        self._hit_rate = Gauge(
-            "kaon_engine_prefix_cache_hit_rate",
-            "The engine's own prefix-cache hit rate since it started (hit / queried prompt tokens).", keys,
-        ).set_default_tags(tags)
 
     def routed(self, replica_id: str, prompt_blocks: int, predicted_cached_blocks: int | None) -> None:
         tags = {"replica": replica_id}
@@ -52,6 +48,3 @@ class RoutingMetrics:
     def fallback(self, replica_id: str, reason: str) -> None:
         self._fallbacks.inc(1, {"replica": replica_id, "reason": reason})
         self.index_mode(replica_id, False)
-
-    def engine_stats(self, replica_id: str, stats: EngineStats) -> None:
-        self._hit_rate.set(stats.prefix_cache_hit_rate, {"replica": replica_id})

@@ -1,5 +1,8 @@
 """The real engine: vLLM's AsyncLLM with vLLM's own OpenAI serving objects on top.
 
+vLLM's own Prometheus metrics (``vllm:*``, exported by Ray as ``ray_vllm_*`` with a
+``ReplicaId`` label) go out through Ray's metrics agent, as `vllm serve`'s /metrics would.
+
 The chat and completion handlers are the ones `vllm serve` uses (built by vLLM's
 ``init_app_state``), so parameters, defaults, validation errors and the streamed chunks are
 vLLM's. Cancellation needs no code here: when Ray Serve cancels the replica call, the
@@ -18,6 +21,7 @@ from starlette.datastructures import State
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
 from kaon.config import ModelConfig
 from kaon.engine.args import CPU_THREADS_BIND, cpu_threads_bind, vllm_args
@@ -80,7 +84,7 @@ class VLLMEngine:
             os.environ.update(cpu_environment(self._model))
         args = vllm_args(self._model, resolve_model_path(self._model.source), self._device)
         self._client = AsyncLLM.from_engine_args(
-            AsyncEngineArgs.from_cli_args(args), stat_loggers=[self._stats_logger]
+            AsyncEngineArgs.from_cli_args(args), stat_loggers=[self._stats_logger, RayPrometheusStatLogger]
         )
         tasks = await self._client.get_supported_tasks()
         await init_app_state(self._client, self._state, args, supported_tasks=tasks)

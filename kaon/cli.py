@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     add_bench_parser(commands)
     sim_cli.add_parser(commands)
 
+    key = commands.add_parser("api-key", help="make an API key for a tenant and print its config entry")
+    key.add_argument("tenant")
+
     tiny = commands.add_parser("tiny-model", help="write kaon's generated test model")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--size", choices=["tiny", "bench"], default="tiny")
@@ -212,6 +215,22 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from kaon.config import ApiKeyConfig
+    from kaon.deployments.auth import key_digest, new_api_key
+
+    from pydantic import ValidationError
+
+    key = new_api_key()
+    try:
+        entry = ApiKeyConfig(tenant=args.tenant, key_sha256=key_digest(key))
+    except ValidationError as error:
+        raise ConfigError(f"tenant {args.tenant!r}: {error.errors()[0]['msg']}") from None
+    print(f"API key for tenant {entry.tenant} (shown once; kaon keeps only its digest):\n  {key}\n"
+          f"add to your config:\nauth:\n  api_keys:\n    - tenant: {entry.tenant}\n      key_sha256: {entry.key_sha256}")
+    return 0
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from kaon.tiny_model import ensure_tiny_model
 
@@ -219,7 +238,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "bench": run_bench, "sim": sim_cli.run}
+COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "api-key": cmd_api_key, "bench": run_bench, "sim": sim_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:

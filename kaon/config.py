@@ -164,9 +164,32 @@ class ClusterConfig(_Strict):
         return node_types
 
 
+class ApiKeyConfig(_Strict):
+    """One API key of a tenant, given by its SHA-256 digest or by the environment variable
+    that holds it where kaon deploys (`kaon api-key` makes a key and prints both forms)."""
+
+    tenant: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._\-]+$")
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    key_env: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeyConfig:
+        if (self.key_sha256 is None) == (self.key_env is None):
+            raise ValueError("give exactly one of key_sha256 or key_env")
+        return self
+
+
+class AuthConfig(_Strict):
+    """With keys, every /v1 request needs `Authorization: Bearer <key>` (else 401), and each
+    tenant's prefix cache is isolated from the others'."""
+
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+
+
 class KaonConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 

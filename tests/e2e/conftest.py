@@ -20,7 +20,10 @@ E2E_CONFIG = {
          "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 1}},
     ],
     "cluster": {"device": "cpu"},
+    "auth": {"api_keys": [{"tenant": "alpha", "key_env": "KAON_E2E_KEY_ALPHA"}, {"tenant": "beta", "key_env": "KAON_E2E_KEY_BETA"}]},
 }
+API_KEYS = {"alpha": "sk-e2e-alpha", "beta": "sk-e2e-beta"}
+"""Every request needs a tenant's key: the tests speak as tenant alpha unless they say otherwise."""
 
 
 def kaon_command() -> list[str]:
@@ -32,6 +35,8 @@ class KaonServer:
     def __init__(self, url: str, env: dict[str, str]):
         self.url = url
         self.env = env
+        self.api_key = API_KEYS["alpha"]
+        self.headers = {"Authorization": f"Bearer {self.api_key}"}
 
     def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([*kaon_command(), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s)
@@ -43,7 +48,7 @@ def kaon_server(tmp_path_factory):
     config_path = workdir / "e2e.yaml"
     config_path.write_text(yaml.safe_dump(E2E_CONFIG))
     port = free_port()
-    env = dict(os.environ, KAON_CACHE_DIR=str(workdir / "cache"))
+    env = dict(os.environ, KAON_CACHE_DIR=str(workdir / "cache"), KAON_E2E_KEY_ALPHA=API_KEYS["alpha"], KAON_E2E_KEY_BETA=API_KEYS["beta"])
     server = KaonServer(f"http://127.0.0.1:{port}", env)
     started = time.monotonic()
     result = server.cli("serve", "--config", str(config_path), "--port", str(port), "--detach", timeout_s=900)

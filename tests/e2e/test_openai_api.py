@@ -14,7 +14,7 @@ CHAT = [{"role": "user", "content": "Tell me about the weather in the mountains.
 
 @pytest.fixture(scope="module")
 def client(kaon_server):
-    return openai.OpenAI(base_url=kaon_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=kaon_server.url + "/v1", api_key=kaon_server.api_key, max_retries=0, timeout=120)
 
 
 def test_models_lists_both_models(client):
@@ -94,7 +94,7 @@ def test_unknown_model_is_404(client):
     [({"temperature": -1}, "temperature"), ({"top_p": 5}, "top_p"), ({"n": 0}, "n"), ({"logprobs": 50}, "logprobs"), ({"max_tokens": "x"}, "body.max_tokens")],
 )
 def test_bad_parameters_are_400_with_param(kaon_server, extra, param):
-    response = httpx.post(kaon_server.url + "/v1/completions", json={"model": "tiny", "prompt": "x"} | extra, timeout=60)
+    response = httpx.post(kaon_server.url + "/v1/completions", json={"model": "tiny", "prompt": "x"} | extra, headers=kaon_server.headers, timeout=60)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
@@ -107,7 +107,7 @@ def test_prompt_over_the_context_is_400(client):
 
 def test_bad_parameter_on_a_stream_is_400_not_a_broken_stream(kaon_server):
     body = {"model": "tiny", "messages": CHAT, "stream": True, "temperature": -2}
-    response = httpx.post(kaon_server.url + "/v1/chat/completions", json=body, timeout=60)
+    response = httpx.post(kaon_server.url + "/v1/chat/completions", json=body, headers=kaon_server.headers, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "temperature"
 
@@ -121,7 +121,7 @@ def _busy(kaon_server) -> list[str]:
 
 def test_client_disconnect_aborts_the_request(kaon_server):
     body = {"model": "tiny", "prompt": "Rivers", "max_tokens": 400, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", kaon_server.url + "/v1/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", kaon_server.url + "/v1/completions", json=body, headers=kaon_server.headers, timeout=60) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
         assert any(int(o) + int(r) > 0 for o, r in _busy(kaon_server))

@@ -3,8 +3,9 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 DEVICE := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 PYTEST := $(PYTHON) -m pytest
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test test-unit test-serve test-e2e clean
+.PHONY: install install-prometheus serve test test-unit test-serve test-e2e clean
 
 install:
 	@$(PYTHON) scripts/check_env.py $(DEVICE); status=$$?; \
@@ -21,10 +22,15 @@ install-cpu:
 install-gpu:
 	$(PIP) install -e ".[gpu,test]"
 
+# The metrics tests scrape the cluster with a real Prometheus server (Debian's package).
+install-prometheus:
+	@command -v prometheus >/dev/null || $(SUDO) apt-get install -y -qq --no-install-recommends prometheus \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
 serve: install
 	kaon serve $(ARGS)
 
-test: install
+test: install install-prometheus
 	$(PYTEST) tests
 
 test-unit: install
@@ -33,7 +39,7 @@ test-unit: install
 test-serve: install
 	$(PYTEST) tests/unit tests/serve
 
-test-e2e: install
+test-e2e: install install-prometheus
 	$(PYTEST) tests/e2e
 
 clean:

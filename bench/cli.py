@@ -33,11 +33,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     target = p.add_argument_group("target")
     target.add_argument("--url", default="http://127.0.0.1:8000", help="server root (default %(default)s)")
-    target.add_argument("--model", help="model name in requests (default: the first of GET /v1/models)")
+    target.add_argument("--model", action="append", dest="models",
+                        help="model name in requests (default: the first of GET /v1/models); repeat to run the same "
+                        "workload against several models of one server, one after another, and compare them")
     target.add_argument("--tokenizer", help="tokenizer path or hub id, or kaon-tiny:tiny|bench "
                         "(default: the model card's root, else the model name)")
     target.add_argument("--api-key", help="sent as a Bearer token")
-    target.add_argument("--label", default="target", help="name of this server in results (default %(default)s)")
+    target.add_argument("--label", default="target", help="name of this server in results (default %(default)s; "
+                        "the model's name when several --model are given)")
     target.add_argument("--metrics-url", help="Prometheus text endpoint of the target, e.g. http://127.0.0.1:8000/metrics")
     target.add_argument("--kaon-address", help="read kaon's per-replica engine stats from this Ray cluster (e.g. auto)")
 
@@ -218,10 +221,11 @@ def _run(args: argparse.Namespace) -> int:
         print(report.compare(args.compare, args.out or args.compare[0].parent))
         return 0
     points = load_points(args)
-    model, root = discover_model(args.url, args.model, args.api_key)
+    models = args.models or [None]
+    model, root = discover_model(args.url, models[0], args.api_key)
     tokenizer, model_path = load_tokenizer(args.tokenizer or root or model)
     out_dir = args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
-    print(f"model {model}, tokenizer {model_path}, results in {out_dir}", flush=True)
+    print(f"model {', '.join(args.models or [model])}, tokenizer {model_path}, results in {out_dir}", flush=True)
     jobs = []
     for point in points:
         requests, params = build_workload(args, tokenizer, point.seed, point.schedule.num_requests)
@@ -230,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
                   f"{point.schedule.num_requests}; sending {len(requests)}", file=sys.stderr)
         jobs.append((point, requests, params))
     warmup = build_workload_warmup(tokenizer, args.warmup_requests)
+    if len(models) > 1:
+        return _run_models(args, models, jobs, warmup, out_dir)
     results = _run_all(args, args.label, args.url, model, _target_stats(args), jobs, warmup, out_dir)
     baseline_ok = True
     if args.baseline:
@@ -243,23 +249,46 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if baseline_ok and all(r["summary"]["completed"] > 0 for r in results) else 1
 
 
+def _run_models(args, models: list[str], jobs, warmup, out_dir: Path) -> int:
+    """The same seeded jobs against each model in turn (e.g. one deployment per routing
+    policy); each load point's runs are tabulated with ratios against the first model."""
+    from kaon.bench import report
+
+    by_model = [_run_all(args, model, args.url, model, _target_stats(args, model), jobs, warmup, out_dir) for model in models]
+    every = [result for results in by_model for result in results]
+    for point_results in zip(*by_model):
+        print("\n" + report.comparison_table(point_results))
+    report.plot_comparison(every, out_dir / "compare.png")
+    report.plot_ttft_cdf(every, out_dir / "ttft_cdf.png")
+    print(f"plots in {out_dir}")
+    return 0 if all(r["summary"]["completed"] > 0 for r in every) else 1
+
+
 def build_workload_warmup(tokenizer: Any, count: int) -> list:
     from kaon.bench.workloads import random_lengths
 
     return random_lengths(tokenizer, count, 16, 32, 4, 4, seed=WARMUP_SEED) if count > 0 else []
 
 
-def _target_stats(args) -> tuple[Any, str] | None:
-    """The target's stats source and its name: kaon's replicas through Ray, or a /metrics URL."""
+def _target_stats(args, model: str | None = None) -> tuple[Any, str] | None:
+    """The target's stats source and its name: kaon's replicas through Ray (only ``model``'s
+    deployment when given), or a /metrics URL."""
     from kaon.bench.server_metrics import engine_stats_source, prometheus_source
 
     if args.kaon_address:
+        import ray
+
         from kaon.cluster import local
         from kaon.cluster.status import read_apps
+        from kaon.config import deployment_name
 
-        local.connect(args.kaon_address)
-        engines = lambda: [r.engine for a in read_apps() for d in a.deployments for r in d.replicas if r.engine]  # noqa: E731
-        return engine_stats_source(engines), f"kaon replicas on {args.kaon_address}"
+        if not ray.is_initialized():
+            local.connect(args.kaon_address)
+        wanted = None if model is None else deployment_name(model)
+        engines = lambda: [  # noqa: E731
+            r.engine for a in read_apps() for d in a.deployments if wanted in (None, d.name) for r in d.replicas if r.engine
+        ]
+        return engine_stats_source(engines), f"kaon replicas on {args.kaon_address}" + (f" ({wanted})" if wanted else "")
     if args.metrics_url:
         return prometheus_source(args.metrics_url), args.metrics_url
     return None

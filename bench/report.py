@@ -28,6 +28,7 @@ COMPARED = (
     ("e2e p50 ms", ("summary", "e2e", "p50_ms"), False),
     ("req/s", ("summary", "request_throughput_per_s"), True),
     ("out tok/s", ("summary", "output_throughput_tokens_per_s"), True),
+    ("prefix hit rate", ("server", "prefix_cache_hit_rate"), True),
 )
 
 

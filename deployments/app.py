@@ -9,7 +9,7 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from kaon.cluster.placement import plan_replica
-from kaon.config import KaonConfig, ModelConfig, NodeTypeConfig
+from kaon.config import KaonConfig, ModelConfig, NodeTypeConfig, deployment_name
 from kaon.deployments.auth import api_keys
 from kaon.deployments.replica import EngineFactory, ModelReplica
 from kaon.deployments.request_router import KaonRequestRouter
@@ -19,16 +19,12 @@ from kaon.engine.vllm_engine import VLLMEngine
 from kaon.routing.prompt_keys import block_size_tokens
 
 
-def deployment_name(model: ModelConfig) -> str:
-    return "model-" + model.name.replace("/", "--").replace(":", "-")
-
-
 def _model_deployment(
     model: ModelConfig, device: str, engine_factory: EngineFactory, node_types: list[NodeTypeConfig]
 ) -> Application:
     options = plan_replica(model, device, node_types).deployment_options()
     deployment = serve.deployment(ModelReplica).options(
-        name=deployment_name(model),
+        name=deployment_name(model.name),
         num_replicas=model.replicas,
         max_ongoing_requests=model.max_ongoing_requests,
         max_queued_requests=model.max_queued_requests,

@@ -91,6 +91,51 @@ class PlacementConfig(_Strict):
     )
 
 
+class AutoscalingConfig(_Strict):
+    """Queue-depth autoscaling of one model's replicas (``kaon.autoscaling``), run by Ray
+    Serve's controller. Without this section ``models[].replicas`` is a fixed count."""
+
+    min_replicas: int = Field(default=1, ge=0, description="0: scale to zero after scale_to_zero_after_s without requests")
+    max_replicas: int = Field(ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0, description="default: models[].replicas, kept within min..max")
+    target_queue_depth_per_replica: float = Field(
+        default=2.0, ge=0, description="requests waiting (in the engines and at the handles) per serving replica before scaling up"
+    )
+    upscale_stabilization_s: float = Field(default=10.0, ge=0, description="a scale-up must have been wanted this long")
+    downscale_stabilization_s: float = Field(
+        default=300.0, ge=0, description="scale down only to the highest count wanted over this long"
+    )
+    panic_threshold: float | None = Field(
+        default=2.0, gt=1, description="scale up at once when the count wanted reaches this multiple of the current one (null: never)"
+    )
+    scale_to_zero_after_s: float = Field(default=600.0, gt=0, description="min_replicas 0: idle time before the last replica goes")
+    replica_start_s: float = Field(
+        default=60.0, gt=0, description="expected time from asking for a replica to it serving; a backlog is to drain within it"
+    )
+    metrics_window_s: float = Field(
+        default=10.0, gt=0, description="throughput and arrival rates are measured over this window (Serve's look_back_period_s)"
+    )
+    metrics_interval_s: float = Field(
+        default=1.0, gt=0, description="how often replicas and handles push their figures to the controller"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(f"initial_replicas ({self.initial_replicas}) must lie within min_replicas..max_replicas")
+        if self.metrics_window_s <= self.metrics_interval_s:
+            raise ValueError(f"metrics_window_s ({self.metrics_window_s}) must exceed metrics_interval_s ({self.metrics_interval_s})")
+        return self
+
+    def initial(self, replicas: int) -> int:
+        """Replicas at deploy time: ``initial_replicas``, else ``replicas`` kept within the bounds."""
+        if self.initial_replicas is not None:
+            return self.initial_replicas
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+
 class ModelConfig(_Strict):
     """One served model: its name in requests, where its weights are, how many replicas."""
 
@@ -108,6 +153,7 @@ class ModelConfig(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
+    autoscaling: AutoscalingConfig | None = Field(default=None, description="absent: `replicas` is a fixed count")
 
     @field_validator("source")
     @classmethod
@@ -206,6 +252,11 @@ class KaonConfig(_Strict):
             if model.name == name:
                 return model
         raise KeyError(name)
+
+
+def deployment_name(model_name: str) -> str:
+    """The Ray Serve deployment that serves a model (`kaon status`, Serve's dashboard)."""
+    return "model-" + model_name.replace("/", "--").replace(":", "-")
 
 
 def _describe(error: ValidationError) -> str:

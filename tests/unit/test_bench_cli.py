@@ -55,3 +55,18 @@ def test_bench_run_writes_results_and_plots(fake, tmp_path: Path, capsys) -> Non
 def test_unreachable_server_without_model_is_a_usage_error(capsys) -> None:
     assert main(["bench", "--url", "http://127.0.0.1:9", "--no-progress"]) == 2
     assert "pass --model" in capsys.readouterr().err
+
+
+def test_several_models_get_the_same_workload_and_a_ratio_table(fake, tmp_path: Path, capsys) -> None:  # noqa: F811
+    _, url = fake
+    model_dir = ensure_tiny_model(tmp_path / "m")
+    out = tmp_path / "out"
+    code = main(["bench", "--url", url, "--model", "slow", "--model", "fast", "--tokenizer", str(model_dir),
+                 "--workload", "random", "--input-tokens-min", "20", "--input-tokens-max", "40", "--output-tokens", "3",
+                 "--concurrency", "2", "--num-requests", "4", "--out", str(out), "--no-progress"])
+    assert code == 0
+    slow, fast = (json.loads((out / f"{m}-random-c2.json").read_text()) for m in ("slow", "fast"))
+    assert [r["prompt_tokens"] for r in slow["records"]] == [r["prompt_tokens"] for r in fast["records"]]
+    table = capsys.readouterr().out.split("TTFT p50 ms")[-1]
+    assert "slow concurrency 2" in table and "fast concurrency 2" in table and "x)" in table
+    assert (out / "compare.png").exists()

@@ -11,7 +11,7 @@ from typing import Any
 
 from kaon.bench.cli import add_parser as add_bench_parser
 from kaon.bench.cli import run as run_bench
-from kaon.config import ConfigError, KaonConfig, apply_overrides, default_config_path, load_config, resolve_device
+from kaon.config import ConfigError, KaonConfig, ModelConfig, apply_overrides, default_config_path, load_config, resolve_device
 from kaon.sim import cli as sim_cli
 
 READY_TIMEOUT_S = 900.0
@@ -25,13 +25,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="deploy the models and the OpenAI API")
     serve.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
     serve.add_argument("--model", help="serve this model (hub id or path) instead of the config's models")
-    serve.add_argument("--replicas", type=int, help="replicas of every model")
+    serve.add_argument("--replicas", type=int, help="replicas of every model (with autoscaling: the initial count)")
+    serve.add_argument("--min-replicas", type=int, help="autoscale every model on queue depth, down to this (0: to zero when idle)")
+    serve.add_argument("--max-replicas", type=int, help="autoscale every model on queue depth, up to this")
     serve.add_argument("--tp", type=int, help="tensor-parallel size of every model (GPUs, or CPU ranks, per pipeline stage)")
     serve.add_argument("--pp", type=int, help="pipeline-parallel size of every model (stages per replica)")
     serve.add_argument("--router-policy", choices=["prefix_load", "round_robin", "power_of_two"], help="routing policy of every model")
     serve.add_argument("--port", type=int, help="HTTP port of the OpenAI API")
     serve.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     serve.add_argument("--detach", action="store_true", help="return once ready, leave it serving")
+    serve.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
+                       help="set any config field by its dotted path, value in YAML (e.g. models.0.routing.kv_events=false, "
+                       "router.replicas=2); applied last, repeatable")
 
     status = commands.add_parser("status", help="deployments, replicas, their state and load")
     status.add_argument("--address", default="auto")
@@ -67,16 +72,42 @@ def serve_overrides(config: KaonConfig, args: argparse.Namespace) -> dict[str, A
             overrides[f"models.{index}.engine.tensor_parallel_size"] = args.tp
         if args.pp is not None:
             overrides[f"models.{index}.engine.pipeline_parallel_size"] = args.pp
+        overrides |= _autoscaling_overrides(config.models[0 if args.model else index], index, args)
     if args.port is not None:
         overrides["http.port"] = args.port
     if args.address is not None:
         overrides["cluster.address"] = args.address
-    return overrides
+    return overrides | dict(_setting(text) for text in args.settings)
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``a.b=VALUE`` → ("a.b", VALUE parsed as YAML)."""
+    import yaml
+
+    path, sep, value = text.partition("=")
+    if not sep or not path:
+        raise ConfigError(f"--set {text!r}: expected PATH=VALUE, e.g. router.replicas=2")
+    try:
+        return path.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {text!r}: the value is not YAML ({error})") from None
+
+
+def _autoscaling_overrides(model: ModelConfig, index: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--min/--max-replicas``: set on the model's autoscaling section, or start one (min 1, max
+    at least the model's replicas)."""
+    given = {k: v for k, v in (("min_replicas", args.min_replicas), ("max_replicas", args.max_replicas)) if v is not None}
+    if not given:
+        return {}
+    if model.autoscaling is not None:
+        return {f"models.{index}.autoscaling.{k}": v for k, v in given.items()}
+    low = given.get("min_replicas", 1)
+    return {f"models.{index}.autoscaling": {"min_replicas": low, "max_replicas": given.get("max_replicas", max(low, model.replicas, 1))}}
 
 
 def _local_num_cpus(config: KaonConfig) -> int:
-    """Logical CPUs for a local Ray: every replica's share plus the router and headroom."""
-    needed = sum(m.replicas * m.engine.world_size for m in config.models) + 2
+    """Logical CPUs for a local Ray: every replica's share (at most) plus the router and headroom."""
+    needed = sum((m.autoscaling.max_replicas if m.autoscaling else m.replicas) * m.engine.world_size for m in config.models) + 2
     return config.cluster.num_cpus or max(8, needed)
 
 

@@ -113,14 +113,15 @@ def test_bad_parameter_on_a_stream_is_400_not_a_broken_stream(kaon_server):
 
 
 def _busy(kaon_server) -> list[str]:
-    """Per-replica `ongoing N, running N` figures of model `tiny` from `kaon status`."""
+    """Per-replica `ongoing N, running N` figures of model `tiny-b` from `kaon status`."""
     out = kaon_server.cli("status").stdout
-    section = out.split("model-tiny:")[1].split("model-tiny-b:")[0]
+    section = out.split("model-tiny-b:")[1].split("router:")[0]
     return re.findall(r"ongoing (\d+), running (\d+)", section)
 
 
 def test_client_disconnect_aborts_the_request(kaon_server):
-    body = {"model": "tiny", "prompt": "Rivers", "max_tokens": 400, "stream": True, "ignore_eos": True}
+    # ~1,000 tokens: the stream outlives the seconds `kaon status` takes to start and read
+    body = {"model": "tiny-b", "prompt": "Rivers", "max_tokens": 1000, "stream": True, "ignore_eos": True}
     with httpx.stream("POST", kaon_server.url + "/v1/completions", json=body, headers=kaon_server.headers, timeout=60) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")

@@ -1,10 +1,8 @@
 """Config validation: bad config fails at load, naming the field and the value."""
 
-import argparse
-
 import pytest
 
-from kaon.cli import serve_overrides
+from kaon.cli import _parser, serve_overrides
 from kaon.config import ConfigError, apply_overrides, default_config_path, load_config, parse_config
 
 MINIMAL = {"models": [{"name": "m", "source": "kaon-tiny:tiny"}]}
@@ -82,8 +80,10 @@ def test_overrides_are_validated():
 
 
 def _serve_args(**values):
-    defaults = {"model": None, "replicas": None, "port": None, "address": None, "router_policy": None, "tp": None, "pp": None}
-    return argparse.Namespace(**(defaults | values))
+    """`kaon serve`'s parsed flags, every default from the real parser, ``values`` set."""
+    args = _parser().parse_args(["serve"])
+    vars(args).update(values)
+    return args
 
 
 def test_cli_flags_override_config():
@@ -100,3 +100,14 @@ def test_cli_model_flag_replaces_models_keeping_engine_settings():
     updated = apply_overrides(config, serve_overrides(config, _serve_args(model="org/other", replicas=2)))
     assert [(m.name, m.source, m.replicas) for m in updated.models] == [("org/other", "org/other", 2)]
     assert updated.models[0].engine.max_model_len == 1024
+
+
+def test_set_flags_reach_any_field_and_are_validated():
+    config = parse_config({"models": [{"name": "a", "source": "x"}]})
+    args = _parser().parse_args(["serve", "--set", "router.replicas=2", "--set", "models.0.routing.kv_events=false"])
+    updated = apply_overrides(config, serve_overrides(config, args))
+    assert updated.router.replicas == 2 and updated.models[0].routing.kv_events is False
+    with pytest.raises(ConfigError, match="router.replicas"):
+        apply_overrides(config, serve_overrides(config, _parser().parse_args(["serve", "--set", "router.replicas=[1"])))
+    with pytest.raises(ConfigError, match="expected PATH=VALUE"):
+        serve_overrides(config, _parser().parse_args(["serve", "--set", "router.replicas"]))

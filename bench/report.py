@@ -204,6 +204,34 @@ def plot_comparison(results: Sequence[dict[str, Any]], path: Path | str) -> Path
     return _save(fig, path, tight=False)
 
 
+def plot_timeline(results: Sequence[dict[str, Any]], path: Path | str, x_label: str = "time (s)") -> Path:
+    """Per interval of each result's ``timeline`` (bench and simulator alike): offered and
+    completed load, queue depth, replicas (running, starting, desired), TTFT p50."""
+    plt = pyplot()
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    for index, result in enumerate(results):
+        points = result["timeline"]
+        t = [p["time_s"] for p in points]
+        color, label = f"C{index}", result["label"]
+        axes[0].plot(t, [p["completed_per_s"] for p in points], color=color, lw=0.8, label=f"{label} completed")
+        if index == 0:
+            axes[0].plot(t, [p["offered_per_s"] for p in points], color="k", lw=0.6, alpha=0.5, label="offered")
+        axes[1].plot(t, [p["queue_depth_requests"] for p in points], color=color, lw=0.8, label=label)
+        axes[2].plot(t, [p["running_replicas"] for p in points], color=color, lw=0.8, label=f"{label} running")
+        axes[2].plot(t, [p["starting_replicas"] for p in points], color=color, lw=0.8, ls=":")
+        axes[2].plot(t, [p["desired_replicas"] for p in points], color=color, lw=0.8, ls="--")
+        axes[3].plot(t, [None if p["ttft_p50_s"] is None else p["ttft_p50_s"] * 1000 for p in points],
+                     color=color, lw=0.8, label=label)
+    titles = ("requests/s", "queue depth (requests)", "replicas (— running, ⋯ starting, -- desired)", "TTFT p50 per interval (ms)")
+    for axis, title in zip(axes, titles):
+        axis.set_ylabel(title, fontsize=8)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncol=2)
+    axes[3].set_yscale("log")
+    axes[-1].set_xlabel(x_label)
+    return _save(fig, path)
+
+
 def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None) -> str:
     """Load result files, draw them side by side (bars + TTFT CDF) into ``out_dir`` if
     given, and return the comparison table (ratios against the first file)."""

@@ -11,6 +11,7 @@ from ray.serve.config import RequestRouterConfig
 from kaon.cluster.placement import plan_replica
 from kaon.config import KaonConfig, ModelConfig, NodeTypeConfig, deployment_name
 from kaon.deployments.auth import api_keys
+from kaon.deployments.autoscaling_policy import serve_autoscaling_config
 from kaon.deployments.replica import EngineFactory, ModelReplica
 from kaon.deployments.request_router import KaonRequestRouter
 from kaon.deployments.router import Router
@@ -25,7 +26,8 @@ def _model_deployment(
     options = plan_replica(model, device, node_types).deployment_options()
     deployment = serve.deployment(ModelReplica).options(
         name=deployment_name(model.name),
-        num_replicas=model.replicas,
+        num_replicas=None if model.autoscaling else model.replicas,
+        autoscaling_config=serve_autoscaling_config(model) if model.autoscaling else None,
         max_ongoing_requests=model.max_ongoing_requests,
         max_queued_requests=model.max_queued_requests,
         graceful_shutdown_timeout_s=model.graceful_shutdown_timeout_s,

@@ -19,6 +19,7 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
 
 from kaon.config import ModelConfig
+from kaon.deployments.autoscaling_policy import replica_autoscaling_stats
 from kaon.deployments.request_router import KV_EVENTS_ENDPOINT
 from kaon.engine.protocol import Engine
 from kaon.routing.snapshot import RoutingRequest
@@ -33,15 +34,25 @@ class ModelReplica:
         self._engine = engine_factory(model, device)
         await self._engine.start()
         self._kv_events_endpoint = self._engine.kv_events_endpoint()
+        self._finished_requests = 0
 
     async def chat(self, request: ChatCompletionRequest, routing: RoutingRequest | None = None) -> AsyncIterator[BaseModel | str]:
         """``routing`` is read by the request router in the caller; the replica ignores it."""
-        async for item in _items(self._engine.chat(request), request):
+        async for item in self._counted(_items(self._engine.chat(request), request)):
             yield item
 
     async def completion(self, request: CompletionRequest, routing: RoutingRequest | None = None) -> AsyncIterator[BaseModel | str]:
-        async for item in _items(self._engine.completion(request), request):
+        async for item in self._counted(_items(self._engine.completion(request), request)):
             yield item
+
+    async def _counted(self, items: AsyncIterator[BaseModel | str]) -> AsyncIterator[BaseModel | str]:
+        """Counts the call as finished however it ends (done, failed, client gone): the
+        autoscaler measures a replica's throughput from this count."""
+        try:
+            async for item in items:
+                yield item
+        finally:
+            self._finished_requests += 1
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Polled by Ray Serve's controller and handed to the request routers, with the
@@ -50,6 +61,11 @@ class ModelReplica:
         if self._kv_events_endpoint:
             stats[KV_EVENTS_ENDPOINT] = self._kv_events_endpoint
         return stats
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Polled by Ray Serve on each replica of an autoscaled model; the controller hands the
+        series to kaon's autoscaling policy (``deployments/autoscaling_policy.py``)."""
+        return replica_autoscaling_stats(self._engine.stats(), self._finished_requests)
 
     async def check_health(self) -> None:
         await self._engine.check_health()

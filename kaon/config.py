@@ -110,7 +110,12 @@ class AutoscalingConfig(_Strict):
     )
     scale_to_zero_after_s: float = Field(default=600.0, gt=0, description="min_replicas 0: idle time before the last replica goes")
     replica_start_s: float = Field(
-        default=60.0, gt=0, description="expected time from asking for a replica to it serving; a backlog is to drain within it"
+        default=60.0, gt=0, description="expected time from asking for a replica to it serving; with the downscale window, "
+        "how long a backlog may take to drain before it adds replicas"
+    )
+    replica_throughput_per_s: float | None = Field(
+        default=None, gt=0, description="expected requests/s of one busy replica (e.g. from kaon bench): sizes a burst "
+        "before kaon has measured it; null: the first burst waits for the measurement"
     )
     metrics_window_s: float = Field(
         default=10.0, gt=0, description="throughput and arrival rates are measured over this window (Serve's look_back_period_s)"

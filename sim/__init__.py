@@ -4,8 +4,10 @@ policy objects (``kaon.routing``) against modelled vLLM replicas.
 One step per module: ``cost_model`` (step times and capacity, per hardware + model) →
 ``kv_cache`` (the prefix cache's radix tree) → ``replica`` (continuous batching over it) →
 ``workload`` (requests as block-hash chains, arrival times) → ``interfaces`` (config,
-clock, results, the autoscaling hook's types) → ``engine`` (the event loop:
-router, replicas, stats staleness, autoscaling hook) → ``reference`` (simulator-only
-policies: oracle, SGLang's and Ray's rules) → ``scenarios`` (named policies, saturation
-search, summaries) → ``cli``; ``calibrate`` fits a cost model from bench results.
+clock, results) → ``engine`` (the event loop: router, replicas, stats staleness, the
+autoscaling hook driving ``kaon.autoscaling`` policies) → ``reference`` (simulator-only
+routing policies: oracle, SGLang's and Ray's rules) → ``scenarios`` (named policies,
+saturation search, summaries) → ``reference_autoscaling`` (Ray Serve's default autoscaling
+policy, simulator-only) → ``autoscaling`` (autoscaled runs and their step-response figures)
+→ ``cli``; ``calibrate`` fits a cost model from bench results.
 """

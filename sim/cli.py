@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--stats-interval-s", type=float, default=1.0, help="how often replicas push stats")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--records", action="store_true", help="keep every request in the JSON files")
+    a = r.add_argument_group("autoscaling (with --autoscaler, --replicas is the most replicas)")
+    a.add_argument("--autoscaler", action="append", dest="autoscalers", choices=("queue_depth", "ray_default"),
+                   help="repeatable: kaon's policy, Ray Serve's default (reference); each runs the same workload")
+    a.add_argument("--min-replicas", type=int, default=1)
+    a.add_argument("--initial-replicas", type=int, help="default: --min-replicas (at least 1)")
+    a.add_argument("--autoscaling", action="append", default=[], metavar="FIELD=VALUE",
+                   help="queue_depth: a models[].autoscaling field (e.g. downscale_stabilization_s=120)")
+    a.add_argument("--ray-target-ongoing-requests", type=float, help="ray_default: default a replica's batch")
     r.add_argument("--out", type=Path, default=None, help="directory for JSON and PNG (default: print only)")
 
     c = commands.add_parser("calibrate", help="fit a cost model from bench results")
@@ -118,21 +127,28 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     saturation = None
-    if args.rate is None:
+    if args.rate is None or args.autoscalers:  # autoscaling figures need a replica's throughput
         started = time.perf_counter()
-        saturation = scenarios.find_saturation(scenario, probe_duration_s=args.probe_duration_s)
-        scenario.rate_per_s = args.load_fraction * saturation
+        steady = replace(scenario, arrivals="poisson", steps=()) if scenario.steps else scenario  # a step's shape is no load
+        saturation = scenarios.find_saturation(steady, probe_duration_s=args.probe_duration_s)
+        if args.rate is None:
+            scenario.rate_per_s = args.load_fraction * saturation
         print(f"round-robin saturation ≈ {saturation:.2f} req/s (bisection, {time.perf_counter() - started:.1f} s); "
-              f"running at {args.load_fraction:g} × = {scenario.rate_per_s:.2f} req/s", flush=True)
-    results = []
-    for name in names:
-        result = scenarios.simulate(scenario, name)
-        results.append(scenarios.result_dict(scenario, result, include_records=args.records))
-        summary = results[-1]["summary"]
-        print(f"  {name}: {summary['completed']} requests, {result.end_s:.0f} s simulated in "
-              f"{result.wall_clock_s:.1f} s", flush=True)
+              f"running at {scenario.rate_per_s:.2f} req/s", flush=True)
+    if args.autoscalers:
+        results = _autoscaled_runs(args, scenario, names, saturation / scenario.replicas)
+    else:
+        results = []
+        for name in names:
+            result = scenarios.simulate(scenario, name)
+            results.append(scenarios.result_dict(scenario, result, include_records=args.records))
+            summary = results[-1]["summary"]
+            print(f"  {name}: {summary['completed']} requests, {result.end_s:.0f} s simulated in "
+                  f"{result.wall_clock_s:.1f} s", flush=True)
     print(scenarios.table([r["summary"] for r in results]))
     if args.out is not None:
+        from kaon.bench.report import plot_timeline
+
         args.out.mkdir(parents=True, exist_ok=True)
         for result in results:
             (args.out / f"sim-{result['label']}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -141,9 +157,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "summaries": [r["summary"] for r in results]}
         (args.out / "summary.json").write_text(json.dumps(combined, indent=1) + "\n", encoding="utf-8")
         plot_ttft_cdf(results, args.out / "ttft_cdf.png")
-        plot_timeline(results, args.out / "timeline.png")
+        plot_timeline(results, args.out / "timeline.png", "simulated time (s)")
         print(f"wrote {args.out}/summary.json, sim-*.json, ttft_cdf.png, timeline.png")
     return 0
+
+
+def _autoscaled_runs(args: argparse.Namespace, scenario: scenarios.Scenario, names: list[str],
+                     replica_rate_per_s: float) -> list[dict[str, Any]]:
+    """Every routing policy under every autoscaler, on the same workload; prints the
+    step-response table."""
+    import yaml
+
+    from kaon.sim import autoscaling
+
+    overrides = {}
+    for item in args.autoscaling:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--autoscaling takes FIELD=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    spec = autoscaling.AutoscalingSpec(args.min_replicas, args.initial_replicas, overrides, args.ray_target_ongoing_requests)
+    results = []
+    for name in names:
+        for autoscaler in args.autoscalers:
+            label = autoscaler if len(names) == 1 else f"{name}+{autoscaler}"
+            results.append(autoscaling.simulate_autoscaled(scenario, name, autoscaler, spec, replica_rate_per_s, label))
+            print(f"  {label}: {results[-1]['summary']['completed']} requests, "
+                  f"{results[-1]['summary']['wall_clock_s']:.1f} s to simulate", flush=True)
+    print(autoscaling.table(results))
+    return results
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -184,37 +226,3 @@ def plot_ttft_cdf(results: list[dict[str, Any]], path: Path) -> Path:
 
     lines = {r["label"]: ([v for _, v in r["ttft_cdf_ms"]], [f for f, _ in r["ttft_cdf_ms"]]) for r in results if r.get("ttft_cdf_ms")}
     return plot_cdf_lines(lines, path, "Time to first token (simulated)", log_x=True)
-
-
-def plot_timeline(results: list[dict[str, Any]], path: Path) -> Path:
-    """Per second: offered and completed load, queue depth, replicas, TTFT p50."""
-    from kaon.bench.report import pyplot
-
-    plt = pyplot()
-    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
-    for index, result in enumerate(results):
-        points = result["timeline"]
-        t = [p["time_s"] for p in points]
-        color = f"C{index}"
-        label = result["label"]
-        axes[0].plot(t, [p["completed_per_s"] for p in points], color=color, lw=0.8, label=f"{label} completed")
-        if index == 0:
-            axes[0].plot(t, [p["offered_per_s"] for p in points], color="k", lw=0.6, alpha=0.5, label="offered")
-        axes[1].plot(t, [p["queue_depth_requests"] for p in points], color=color, lw=0.8, label=label)
-        axes[2].plot(t, [p["running_replicas"] for p in points], color=color, lw=0.8, label=f"{label} running")
-        axes[2].plot(t, [p["starting_replicas"] for p in points], color=color, lw=0.8, ls=":")
-        axes[2].plot(t, [p["desired_replicas"] for p in points], color=color, lw=0.8, ls="--")
-        axes[3].plot(t, [None if p["ttft_p50_s"] is None else p["ttft_p50_s"] * 1000 for p in points],
-                     color=color, lw=0.8, label=label)
-    titles = ("requests/s", "queue depth (router + engines)", "replicas (— running, ⋯ starting, -- desired)",
-              "TTFT p50 per second (ms)")
-    for axis, title in zip(axes, titles):
-        axis.set_ylabel(title, fontsize=8)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, ncol=2)
-    axes[3].set_yscale("log")
-    axes[-1].set_xlabel("simulated time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -13,11 +13,14 @@ the engine figures (running, waiting, KV usage) each replica last pushed; replic
 every ``stats_interval_s`` at staggered phases, so those figures are up to that old.
 
 Autoscaling: every ``autoscale_interval_s`` the policy's ``decide(ClusterSnapshot, state)``
-returns (desired replicas, new state). Missing replicas start and take requests after the
-cost model's ``cold_start_s``; surplus ones are cancelled while starting (newest first),
-else drained (fewest in flight first): no new requests, removed when their last one ends
-(``policy.on_replica_removed`` is called when draining starts). Without an autoscaler the
-replica count is fixed. A policy with a ``bind_replicas(mapping)`` method (the oracle) gets
+returns (``Decision``, new state); the snapshot holds what Serve's controller would see:
+serving and starting replicas, the router's queue, and per replica the engine figures it last
+pushed and the requests it finished over the metrics window (sampled at its pushes). Missing
+replicas start and take requests after the cost model's ``cold_start_s``; surplus ones are
+cancelled while starting (newest first), else drained (fewest in flight first): no new
+requests, removed when their last one ends (``policy.on_replica_removed`` is called when
+draining starts). Decisions that change the count or the action are kept in
+``SimResult.extra["decisions"]``. Without an autoscaler the replica count is fixed. A policy with a ``bind_replicas(mapping)`` method (the oracle) gets
 the live map of routable ``SimReplica``s. Deterministic: no wall clock, ties broken by order.
 """
 
@@ -30,6 +33,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from kaon.autoscaling.snapshot import ReplicaLoad, counter_increase
 from kaon.routing.policy import RoutingPolicy
 from kaon.routing.snapshot import ReplicaSnapshot
 from kaon.sim.cost_model import CostModel
@@ -37,6 +41,7 @@ from kaon.sim.replica import ActiveRequest, ReplicaStats, SimReplica
 from kaon.sim.interfaces import (  # noqa: F401 - re-exported: the simulator's public types
     AutoscalingPolicy,
     ClusterSnapshot,
+    Decision,
     RequestRecord,
     SimClock,
     SimConfig,
@@ -74,6 +79,9 @@ class Simulator:
         self._next_replica = 0
         self._desired = self.config.replicas
         self._autoscaler_state: Any = None
+        self._decisions: list[dict[str, Any]] = []
+        self._finished: dict[str, int] = {}  # per replica, since it started
+        self._finished_samples: dict[str, deque[tuple[float, int]]] = {}  # as pushed with its stats
         self._router_queue: deque[SimRequest] = deque()
         self._parked: dict[str, list[SimRequest]] = {}
         self._unfinished: set[str] = set()  # arrived, not finished (incl. parked, queued)
@@ -148,6 +156,7 @@ class Simulator:
                 if replica is not None:
                     self._reported[a] = replica.stats()
                     self._refresh_snapshot(a)
+                    self._sample_finished(a)
                     self._push(time_s + self.config.stats_interval_s, _STATS, a)
             elif kind == _TIMELINE:
                 self._sample_timeline()
@@ -168,7 +177,7 @@ class Simulator:
             policy=getattr(self.policy, "name", type(self.policy).__name__), cost=self.cost, config=self.config,
             records=self._records, timeline=self._timeline, replica_prefix_tokens=dict(self._prefix_tokens),
             arrived=self._arrived, unfinished=self._outstanding, last_arrival_s=last_arrival, end_s=self.now_s,
-            wall_clock_s=time.perf_counter() - started,
+            wall_clock_s=time.perf_counter() - started, extra={"decisions": self._decisions} if self.autoscaler else {},
         )
 
     # --- router --------------------------------------------------------------------------
@@ -261,6 +270,7 @@ class Simulator:
         ))
         self._interval_completions += 1
         self._outstanding -= 1
+        self._finished[replica_id] += 1
         del self._owner[request_id]
         self._in_flight[replica_id] -= 1
         if replica_id in self._routable:
@@ -282,6 +292,8 @@ class Simulator:
         self._routable[replica_id] = replica
         self._in_flight[replica_id] = 0
         self._reported[replica_id] = _NO_STATS
+        self._finished[replica_id] = 0
+        self._finished_samples[replica_id] = deque([(self.now_s, 0)])
         self._snapshot_index[replica_id] = len(self._snapshots)
         self._snapshots.append(ReplicaSnapshot(replica_id, 0, 0, 0, 0.0, self.config.max_ongoing_requests))
         phase = ((int(replica_id[1:]) * _GOLDEN) % 1.0) * self.config.stats_interval_s
@@ -305,6 +317,7 @@ class Simulator:
         replica = self._replicas.pop(replica_id)
         self._prefix_tokens[replica_id] = (replica.prefix_hits_tokens, replica.prefix_queries_tokens)
         del self._in_flight[replica_id], self._reported[replica_id]
+        del self._finished[replica_id], self._finished_samples[replica_id]
 
     # --- autoscaling and the timeline ----------------------------------------------------
 
@@ -315,11 +328,26 @@ class Simulator:
             engines = sum(len(r.waiting) for r in self._replicas.values())
         return len(self._router_queue) + engines
 
+    def _sample_finished(self, replica_id: str) -> None:
+        samples = self._finished_samples[replica_id]
+        samples.append((self.now_s, self._finished[replica_id]))
+        while samples[0][0] < self.now_s - self.config.metrics_window_s:
+            samples.popleft()
+
+    def _replica_load(self, replica_id: str) -> ReplicaLoad:
+        stats = self._reported[replica_id]
+        finished, window_s = counter_increase(self._finished_samples[replica_id])
+        return ReplicaLoad(stats.running_requests, stats.waiting_requests, finished, window_s)
+
     def _autoscale(self) -> None:
-        snapshot = ClusterSnapshot(self.now_s, len(self._routable), len(self._starting),
-                                   self._queue_depth(reported=True), sum(self._in_flight.values()))
-        desired, self._autoscaler_state = self.autoscaler.decide(snapshot, self._autoscaler_state)
-        desired = max(self.config.min_replicas, min(self.config.max_replicas, int(desired)))
+        snapshot = ClusterSnapshot(self.now_s, len(self._routable), len(self._starting), len(self._router_queue),
+                                   tuple(self._replica_load(r) for r in self._routable))
+        decision, self._autoscaler_state = self.autoscaler.decide(snapshot, self._autoscaler_state)
+        desired = max(self.config.min_replicas, min(self.config.max_replicas, decision.desired_replicas))
+        last = self._decisions[-1] if self._decisions else None
+        if last is None or (last["desired_replicas"], last["action"]) != (desired, decision.action):
+            self._decisions.append({"time_s": self.now_s, "desired_replicas": desired, "action": decision.action,
+                                    "queue_depth_requests": decision.queue_depth_requests, "reason": decision.reason})
         self._desired = desired
         current = len(self._routable) + len(self._starting)
         for _ in range(desired - current):

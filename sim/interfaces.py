@@ -1,26 +1,14 @@
-"""What goes in and out of the simulator: its configuration, clock, results, and the
-autoscaling hook (``ClusterSnapshot`` and the ``AutoscalingPolicy`` protocol live here until
-kaon's ``autoscaling/`` package defines them; the simulator will then import them from there)."""
+"""What goes in and out of the simulator: its configuration, clock and results. The
+autoscaling hook's types (``ClusterSnapshot``, ``Decision``, the ``AutoscalingPolicy``
+protocol) are kaon's own, from ``kaon.autoscaling.snapshot``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from kaon.autoscaling.snapshot import AutoscalingPolicy, ClusterSnapshot, Decision  # noqa: F401 - re-exported
 from kaon.sim.cost_model import CostModel
-
-
-@dataclass(slots=True, frozen=True)
-class ClusterSnapshot:
-    """What an autoscaling policy sees. Lives here until the autoscaling package has its
-    own; ``queue_depth_requests`` = queued at the router + waiting in engines (as last
-    reported by the replicas)."""
-
-    time_s: float
-    running_replicas: int
-    starting_replicas: int
-    queue_depth_requests: int
-    in_flight_requests: int
 
 
 class SimClock:
@@ -36,23 +24,20 @@ class SimClock:
         return self.now_s
 
 
-class AutoscalingPolicy(Protocol):
-    """Pure decision: desired replica count and the state to pass in next time (None first)."""
-
-    def decide(self, snapshot: ClusterSnapshot, state: Any) -> tuple[int, Any]: ...
-
-
 @dataclass(slots=True)
 class SimConfig:
-    """Cluster shape. ``max_ongoing_requests`` is Serve's per-replica cap at the router;
-    arrivals stop at the end of the workload, and requests still unfinished
-    ``drain_timeout_s`` after the last arrival are reported as unfinished."""
+    """Cluster shape. ``replicas`` is the initial count; ``max_ongoing_requests`` is Serve's
+    per-replica cap at the router; arrivals stop at the end of the workload, and requests
+    still unfinished ``drain_timeout_s`` after the last arrival are reported as unfinished.
+    The autoscaler decides every ``autoscale_interval_s`` and sees the requests each replica
+    finished over the last ``metrics_window_s``, as reported with its stats."""
 
     replicas: int = 16
     max_ongoing_requests: int = 256
     stats_interval_s: float = 1.0
     timeline_interval_s: float = 1.0
-    autoscale_interval_s: float = 10.0
+    autoscale_interval_s: float = 1.0
+    metrics_window_s: float = 10.0
     min_replicas: int = 0
     max_replicas: int = 1024
     drain_timeout_s: float = 300.0

@@ -122,11 +122,14 @@ def make_requests(scenario: Scenario, rate_per_s: float | None = None,
 
 
 def simulate(scenario: Scenario, policy_name: str, rate_per_s: float | None = None,
-             duration_s: float | None = None, autoscaler: AutoscalingPolicy | None = None) -> SimResult:
+             duration_s: float | None = None, autoscaler: AutoscalingPolicy | None = None, **config_fields: Any) -> SimResult:
+    """One run; ``config_fields`` set ``SimConfig`` fields beyond the scenario's (an
+    autoscaled run's initial, minimum and maximum replicas)."""
     clock = SimClock()
     policy = make_policy(policy_name, scenario.seed, clock, scenario.cost)
-    config = SimConfig(replicas=scenario.replicas, max_ongoing_requests=scenario.max_ongoing_requests,
-                       stats_interval_s=scenario.stats_interval_s, drain_timeout_s=scenario.drain_timeout_s)
+    config = SimConfig(**({"replicas": scenario.replicas, "max_ongoing_requests": scenario.max_ongoing_requests,
+                           "stats_interval_s": scenario.stats_interval_s, "drain_timeout_s": scenario.drain_timeout_s}
+                          | config_fields))
     simulator = Simulator(policy, scenario.cost, config, autoscaler, clock)
     result = simulator.run(make_requests(scenario, rate_per_s, duration_s))
     result.policy = policy_name

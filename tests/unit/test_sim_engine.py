@@ -7,7 +7,7 @@ from kaon.routing.baselines import RoundRobin
 from kaon.routing.snapshot import RoutingRequest
 from kaon.sim import scenarios
 from kaon.sim.cost_model import CostModel
-from kaon.sim.engine import ClusterSnapshot, SimConfig, Simulator
+from kaon.sim.engine import ClusterSnapshot, Decision, SimConfig, Simulator
 from kaon.sim.workload import SimRequest, constant_arrivals, poisson_arrivals
 
 SERVICE_S = 0.02
@@ -103,7 +103,8 @@ class StepUp:
     def decide(self, snapshot: ClusterSnapshot, state):
         self.snapshots.append(snapshot)
         calls = (state or 0) + 1
-        return (2 if snapshot.time_s < 10 else 4 if snapshot.time_s < 30 else 1), calls
+        desired = 2 if snapshot.time_s < 10 else 4 if snapshot.time_s < 30 else 1
+        return Decision(desired, "steady", "scripted"), calls
 
 
 def test_autoscaler_starts_replicas_after_cold_start_and_drains_surplus():

@@ -1,7 +1,9 @@
 """Tenants and observability on real vLLM: each tenant's prefix cache is its own, and a real
 Prometheus server scrapes kaon's routing metrics and vLLM's engine metrics through Ray."""
 
+import json
 import uuid
+from pathlib import Path
 
 import openai
 import pytest
@@ -15,6 +17,11 @@ pytestmark = pytest.mark.e2e
 RAY_DISCOVERY_FILE = "/tmp/ray/session_latest/prom_metrics_service_discovery.json"
 """Where `ray start --head` (run by `kaon serve`) lists every node's metrics endpoint."""
 WORDS = "river valley mountain city engine weather forest harbour".split()
+DASHBOARD = Path(__file__).resolve().parents[2] / "monitoring" / "grafana-kaon.json"
+SERVED_PANELS = ("Requests routed per replica", "Engine prefix-cache hit rate per replica", "Time to first token",
+                 "Requests waiting and running in each engine", "KV-cache use per replica", "Output tokens per second")
+"""Dashboard panels that must show data once requests have been served (the autoscaling
+ones stay empty on a deployment with a fixed replica count)."""
 
 
 def client(kaon_server, tenant: str) -> openai.OpenAI:
@@ -52,9 +59,12 @@ def test_prometheus_scrapes_routing_and_engine_metrics(kaon_server, tmp_path):
         predicted = prometheus.wait_for(f"sum(ray_kaon_routing_predicted_cached_blocks_total{deployment}) > 0")
         precise = prometheus.wait_for(f"max(ray_kaon_routing_index_precise{deployment}) == 1")
         engine_hits = prometheus.wait_for('sum by (ReplicaId) ({__name__=~"ray_vllm_prefix_cache_hits.*", model_name="tiny"}) > 0')
+        panels = {panel["title"]: [prometheus.query(t["expr"]) for t in panel["targets"]]
+                  for panel in json.loads(DASHBOARD.read_text())["panels"]}
     finally:
         prometheus.stop()
     assert decisions, "no routing decisions reached Prometheus"
     assert predicted, "the router never predicted a cached block"
     assert precise, "no replica's prefix index was fed by its engine's KV events"
     assert engine_hits, "vLLM's prefix-cache hits per replica did not reach Prometheus"
+    assert [title for title in SERVED_PANELS if not any(panels[title])] == [], "dashboard panels without data"

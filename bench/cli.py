@@ -42,7 +42,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     target.add_argument("--label", default="target", help="name of this server in results (default %(default)s; "
                         "the model's name when several --model are given)")
     target.add_argument("--metrics-url", help="Prometheus text endpoint of the target, e.g. http://127.0.0.1:8000/metrics")
-    target.add_argument("--kaon-address", help="read kaon's per-replica engine stats from this Ray cluster (e.g. auto)")
+    target.add_argument("--kaon-address", help="read kaon's per-replica engine stats from this Ray cluster (e.g. auto); "
+                        "also samples the model's replica counts for a timeline plot and autoscaling figures")
+    target.add_argument("--replica-capacity-rps", type=float,
+                        help="requests/s one replica sustains: the autoscaling figures' replicas needed per load step")
 
     work = p.add_argument_group("workload (token counts measured with the tokenizer)")
     work.add_argument("--workload", choices=WORKLOADS, default="random")
@@ -294,10 +297,18 @@ def _target_stats(args, model: str | None = None) -> tuple[Any, str] | None:
     return None
 
 
+def _steps(args) -> list[tuple[float, float]]:
+    """A step schedule's (duration_s, rate) phases; none for other arrivals."""
+    from kaon.bench import arrivals
+
+    return [(s.duration_s, s.rate_per_s) for s in arrivals.parse_steps(args.steps)] if args.arrival == "step" else []
+
+
 def _run_all(args, label, url, model, stats, jobs, warmup, out_dir) -> list[dict[str, Any]]:
-    from kaon.bench import arrivals, report
+    from kaon.bench import arrivals, report, timeline
     from kaon.bench.client import ClientConfig
     from kaon.bench.metrics import summarize
+    from kaon.config import deployment_name
 
     config = ClientConfig(
         base_url=url, model=model, api_key=args.api_key, ignore_eos=not args.no_ignore_eos,
@@ -308,7 +319,8 @@ def _run_all(args, label, url, model, stats, jobs, warmup, out_dir) -> list[dict
         _execute(warmup, arrivals.closed_loop(1, len(warmup), args.max_duration_s), quiet, None)
     results = []
     for point, requests, params in jobs:
-        run_result, server = _execute(requests, point.schedule, config, stats)
+        with timeline.sampling(deployment_name(model) if args.kaon_address and url == args.url else None) as sampler:
+            run_result, server = _execute(requests, point.schedule, config, stats)
         summary = summarize(run_result.records, run_result.wall_s, run_result.not_sent)
         run_config = {
             "url": url, "model": model, "workload": args.workload, "workload_params": params,
@@ -318,8 +330,14 @@ def _run_all(args, label, url, model, stats, jobs, warmup, out_dir) -> list[dict
             "temperature": config.temperature, "started_unix_s": run_result.started_unix_s,
         }
         result = report.result_dict(label, run_config, summary, run_result.records, server)
-        path = report.write_result(out_dir / f"{label}-{args.workload}-{point.tag}.json", result)
-        print(report.format_summary(result) + f"\n  → {path}", flush=True)
+        stem = f"{label}-{args.workload}-{point.tag}"
+        figures = ""
+        if sampler is not None:
+            figures = "\n" + timeline.attach(result, run_result.records, run_result.started_unix_s, sampler.samples,
+                                             _steps(args), args.replica_capacity_rps)
+            report.plot_timeline([result], out_dir / f"{stem}-timeline.png", "time since the run started (s)")
+        path = report.write_result(out_dir / f"{stem}.json", result)
+        print(report.format_summary(result) + figures + f"\n  → {path}", flush=True)
         results.append(result)
     return results
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,8 +21,8 @@ from vllm.entrypoints.serve.exception_handling.error_response import create_erro
 
 from kaon.config import ModelConfig
 from kaon.deployments.autoscaling_policy import replica_autoscaling_stats
-from kaon.deployments.request_router import KV_EVENTS_ENDPOINT
 from kaon.engine.protocol import Engine
+from kaon.engine.stats import KVEventSource
 from kaon.routing.snapshot import RoutingRequest
 
 logger = logging.getLogger("ray.serve")
@@ -33,7 +34,7 @@ class ModelReplica:
     async def __init__(self, model: ModelConfig, device: str, engine_factory: EngineFactory):
         self._engine = engine_factory(model, device)
         await self._engine.start()
-        self._kv_events_endpoint = self._engine.kv_events_endpoint()
+        self._kv_events = self._engine.kv_events_source()
         self._finished_requests = 0
 
     async def chat(self, request: ChatCompletionRequest, routing: RoutingRequest | None = None) -> AsyncIterator[BaseModel | str]:
@@ -58,8 +59,8 @@ class ModelReplica:
         """Polled by Ray Serve's controller and handed to the request routers, with the
         address of the engine's KV-cache events when it publishes them."""
         stats: dict[str, Any] = self._engine.stats().to_dict()
-        if self._kv_events_endpoint:
-            stats[KV_EVENTS_ENDPOINT] = self._kv_events_endpoint
+        if self._kv_events is not None:
+            stats[KVEventSource.STATS_KEY] = asdict(self._kv_events)
         return stats
 
     def record_autoscaling_stats(self) -> dict[str, float]:

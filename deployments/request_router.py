@@ -20,15 +20,11 @@ from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, R
 
 from kaon.deployments.kv_event_listener import KVEventListener
 from kaon.deployments.routing_metrics import RoutingMetrics
-from kaon.engine.stats import EngineStats
+from kaon.engine.stats import EngineStats, KVEventSource
 from kaon.routing.kv_events import EventTracker, KVEvent
 from kaon.routing.prefix_load import PrefixLoad
 from kaon.routing.registry import make_policy
 from kaon.routing.snapshot import ReplicaSnapshot, RoutingRequest
-
-KV_EVENTS_ENDPOINT = "kv_events_endpoint"
-"""The routing-stats key under which a replica announces its engine's KV-event address."""
-
 
 class KaonRequestRouter(RequestRouter):
     def initialize_state(
@@ -40,7 +36,7 @@ class KaonRequestRouter(RequestRouter):
         self._in_flight: dict[str, int] = {}
         self._routed: dict[str, tuple[str, str]] = {}  # Serve's internal request id → (replica, kaon request id)
         self._known: set[str] = set()
-        self._watched: dict[str, str] = {}  # replica → KV-event endpoint subscribed to
+        self._watched: dict[str, KVEventSource] = {}  # replica → the KV-event sockets subscribed to
         self._events: EventTracker | None = None
         self._listener: KVEventListener | None = None
         if events is not None and isinstance(self._policy, PrefixLoad):
@@ -114,7 +110,7 @@ class KaonRequestRouter(RequestRouter):
         rid = replica.replica_id.unique_id
         routing_stats = replica.routing_stats or {}
         stats = EngineStats.from_dict(routing_stats) or EngineStats()
-        self._watch(rid, routing_stats.get(KV_EVENTS_ENDPOINT))
+        self._watch(rid, KVEventSource.from_stats(routing_stats))
         return ReplicaSnapshot(
             replica_id=rid,
             in_flight_requests=self._in_flight.get(rid, 0),
@@ -124,14 +120,14 @@ class KaonRequestRouter(RequestRouter):
             max_ongoing_requests=replica.max_ongoing_requests,
         )
 
-    def _watch(self, rid: str, endpoint: str | None) -> None:
+    def _watch(self, rid: str, source: KVEventSource | None) -> None:
         """Subscribe to a replica's events once it announces where it publishes them."""
-        if self._listener is None or not endpoint or self._watched.get(rid) == endpoint:
+        if self._listener is None or source is None or self._watched.get(rid) == source:
             return
         with self._lock:
-            self._events.forget(rid)  # a new endpoint is a restarted engine: a new sequence
-        self._watched[rid] = endpoint
-        self._listener.watch(rid, endpoint)
+            self._events.forget(rid)  # new sockets are a restarted engine: a new sequence
+        self._watched[rid] = source
+        self._listener.watch(rid, source)
 
 
 def _routing_request(pending_request: PendingRequest | None) -> RoutingRequest:

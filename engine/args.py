@@ -70,9 +70,12 @@ def cpu_threads_bind(model: ModelConfig, cpu_ids: list[int]) -> str:
     return "|".join(",".join(str(cpu) for cpu in cpu_ids[rank * share:(rank + 1) * share]) for rank in range(ranks))
 
 
-KV_EVENTS_CONFIG = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://*:0", "topic": "kv"}
-"""vLLM publishes its prefix cache's stores and evictions on a port of its own choosing on
-this node's IP (``tcp://*:0``); the replica reads the bound address back from the engine."""
+KV_EVENTS_CONFIG = {
+    "enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://*:0", "replay_endpoint": "tcp://*:0", "topic": "kv",
+}
+"""vLLM publishes its prefix cache's stores and evictions, and answers replay requests for
+its last 10,000 batches, on ports of its own choosing on this node's IP (``tcp://*:0``);
+the replica reads the bound addresses back from the engine."""
 
 
 def publishes_kv_events(model: ModelConfig) -> bool:

@@ -113,7 +113,7 @@ class FakeEngine:
     def stats(self) -> EngineStats:
         return EngineStats(running_requests=self._running, waiting_requests=self._waiting, timestamp_s=time.time())
 
-    def kv_events_endpoint(self) -> str | None:
+    def kv_events_source(self) -> None:
         return None
 
     async def check_health(self) -> None:

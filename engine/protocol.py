@@ -14,7 +14,7 @@ from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionReque
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest, CompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
-from kaon.engine.stats import EngineStats
+from kaon.engine.stats import EngineStats, KVEventSource
 
 ChatResult: TypeAlias = ErrorResponse | ChatCompletionResponse | AsyncIterator[str]
 CompletionResult: TypeAlias = ErrorResponse | CompletionResponse | AsyncIterator[str]
@@ -31,8 +31,8 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats: ...
 
-    def kv_events_endpoint(self) -> str | None:
-        """The ZMQ address of the engine's KV-cache events, or None if it publishes none."""
+    def kv_events_source(self) -> KVEventSource | None:
+        """Where the engine publishes its KV-cache events, or None if it publishes none."""
 
     async def check_health(self) -> None:
         """Raise if the engine can no longer serve."""

@@ -1,4 +1,5 @@
-"""EngineStats: one engine's load, the object that crosses from replica to routers and tools.
+"""What an engine tells the routers and tools through Serve's routing-stats channel: its load
+(``EngineStats``) and where it publishes its KV-cache events (``KVEventSource``).
 
 Kept free of vLLM imports so `kaon status` and the policies stay light.
 """
@@ -6,6 +7,7 @@ Kept free of vLLM imports so `kaon status` and the policies stay light.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,3 +40,21 @@ class EngineStats:
         if not values:
             return None
         return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass(slots=True, frozen=True)
+class KVEventSource:
+    """An engine's KV-cache event sockets (ZMQ): ``endpoint`` publishes every batch as it
+    happens; ``replay_endpoint`` resends the batches still buffered from a sequence number
+    on, for a subscriber that joined late or missed some."""
+
+    STATS_KEY: ClassVar[str] = "kv_events"
+    """Its key in a replica's routing stats."""
+
+    endpoint: str
+    replay_endpoint: str | None = None
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, Any]) -> KVEventSource | None:
+        values = stats.get(cls.STATS_KEY)
+        return cls(**values) if values else None

@@ -27,7 +27,7 @@ from kaon.config import ModelConfig
 from kaon.engine.args import CPU_THREADS_BIND, cpu_threads_bind, vllm_args
 from kaon.engine.model_source import resolve_model_path
 from kaon.engine.protocol import ChatResult, CompletionResult
-from kaon.engine.stats import EngineStats
+from kaon.engine.stats import EngineStats, KVEventSource
 
 
 class _StatsRecorder(StatLoggerBase):
@@ -112,11 +112,11 @@ class VLLMEngine:
             return replace(self._stats, running_requests=0, waiting_requests=0)
         return self._stats
 
-    def kv_events_endpoint(self) -> str | None:
-        """Where this engine publishes its KV-cache events (ZMQ PUB), if it does."""
-        for source in self._client.get_kv_event_sources().values():
-            if source.publisher == "zmq":
-                return source.endpoint
+    def kv_events_source(self) -> KVEventSource | None:
+        """The addresses vLLM bound for its KV-cache events (ZMQ), if it publishes them."""
+        for config in self._client.get_kv_event_sources().values():
+            if config.publisher == "zmq":
+                return KVEventSource(config.endpoint, config.replay_endpoint)
         return None
 
     async def check_health(self) -> None:

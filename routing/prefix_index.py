@@ -141,6 +141,11 @@ class PrefixIndex:
                 self._drop_approximate(replica_id, block_hash)
         self._expired_at_s = now_s
 
+    def empty_replicas(self, replica_ids: Iterable[str]) -> list[str]:
+        """Those of ``replica_ids`` the index believes hold no block (new, or unused for the TTL)."""
+        approximate, exact = self._approximate, self._exact
+        return [rid for rid in replica_ids if not approximate.get(rid) and not exact.get(rid)]
+
     def size_blocks(self, replica_id: str) -> int:
         """Distinct blocks the index believes the replica holds."""
         exact = self._exact.get(replica_id, set())

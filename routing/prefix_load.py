@@ -6,11 +6,24 @@ Expected TTFT on a replica, in prefill-token units:
          + prefill backlog routed there        (decays at the replica's prefill rate)
          + decode_cost_tokens × requests busy  (running requests slow every step)
 
-Guards against the peers' failure modes: a replica whose load runs above the least-loaded
-one by more than ``spill_slack_requests`` and ``spill_ratio`` of that floor is passed over, so a hot shared prefix is copied to another
-replica instead of piling onto one; replicas within ``tie_tolerance_tokens`` of the best are
-chosen at random; a cold request (cached nowhere) costs the same prefill everywhere and goes
-to the least-loaded replica.
+Each request routed to a replica adds its uncached tokens plus ``step_overhead_tokens`` to
+that replica's backlog: its prefill runs in an engine step whose fixed cost (the step's base
+time and prefill overhead, in prefill-token units) a request routed right behind it also
+waits for.
+
+Guards against the peers' failure modes:
+- hot prefix: a replica whose load runs above the least-loaded one by more than
+  ``spill_slack_requests`` and ``spill_ratio`` of that floor is passed over, so a hot shared
+  prefix is copied to another replica instead of piling onto one;
+- cold replicas: a replica the index believes holds nothing (new, or unused for the TTL) is
+  costed as if it held the request's best match. Warming it costs one prefill, once; without
+  this, a prefix every request shares (a common system prompt) keeps all traffic on the
+  replicas that happen to hold it and leaves the others idle. (The simulator found it: on
+  multi-turn chat, 8 of 16 replicas stayed idle, decode batches doubled.)
+- ties: among replicas within ``tie_tolerance_tokens`` of the best, the lightest, at random
+  among equals (those that really hold a prefix first: a cold one's match is only assumed);
+- cold requests: cached nowhere, they cost the same prefill everywhere and go to the
+  least-loaded replica.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ class PrefixLoadSettings:
     block_size_tokens: int = 16
     prefill_tokens_per_s: float = 2_000.0
     decode_cost_tokens: float = 32.0
+    step_overhead_tokens: float = 0.0
     spill_slack_requests: int = 32
     spill_ratio: float = 1.0
     tie_tolerance_tokens: float = 16.0
@@ -58,13 +72,16 @@ class PrefixLoad:
         now_s = self._clock()
         matched = self.index.matched_blocks(request.block_hashes, now_s)
         self._last_rank = (request.request_id, matched)
-        costs, loads, eligible = self._costs(request, replicas, matched, now_s)
-        best_cost = min(costs[rid] for rid in eligible)
-        tolerance = self.settings.tie_tolerance_tokens
-        tied = [rid for rid in eligible if costs[rid] <= best_cost + tolerance]
-        lightest = min(loads[rid] for rid in tied)
-        chosen = self._rng.choice([rid for rid in tied if loads[rid] == lightest])
-        rest = sorted((rid for rid in costs if rid != chosen), key=costs.__getitem__)
+        ids = [r.replica_id for r in replicas]
+        costs, loads, eligible = self._costs(request, replicas, ids, matched, now_s)
+        best_cost = min(costs[i] for i in eligible)
+        ceiling = best_cost + self.settings.tie_tolerance_tokens
+        tied = [i for i in eligible if costs[i] <= ceiling]
+        lightest = min(loads[i] for i in tied)
+        light = [ids[i] for i in tied if loads[i] == lightest]
+        chosen = self._rng.choice([rid for rid in light if rid in matched] or light)
+        order = sorted(range(len(ids)), key=costs.__getitem__)
+        rest = [ids[i] for i in order if ids[i] != chosen]
         return [[chosen], rest] if rest else [[chosen]]
 
     def on_routed(self, request: RoutingRequest, replica_id: str) -> None:
@@ -72,9 +89,9 @@ class PrefixLoad:
         ranked_id, matched = self._last_rank
         if ranked_id != request.request_id:
             matched = self.index.matched_blocks(request.block_hashes, now_s)
-        uncached = self._uncached_tokens(request, matched.get(replica_id, 0))
+        work = self._uncached_tokens(request, matched.get(replica_id, 0)) + self.settings.step_overhead_tokens
         start_s = max(now_s, self._prefill_done_s.get(replica_id, now_s))
-        self._prefill_done_s[replica_id] = start_s + uncached / self.settings.prefill_tokens_per_s
+        self._prefill_done_s[replica_id] = start_s + work / self.settings.prefill_tokens_per_s
         self.index.insert(replica_id, request.block_hashes, now_s)
 
     def predicted_cached_blocks(self, request: RoutingRequest, replica_id: str) -> int:
@@ -90,29 +107,43 @@ class PrefixLoad:
         self._prefill_done_s.pop(replica_id, None)
 
     def _costs(
-        self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot], matched: dict[str, int], now_s: float
-    ) -> tuple[dict[str, float], dict[str, int], list[str]]:
-        """Expected TTFT per replica (prefill-token units), its load, and the replicas not
-        passed over for load: with room, and within the spill bound of the least-loaded one."""
+        self, request: RoutingRequest, replicas: Sequence[ReplicaSnapshot], ids: list[str], matched: dict[str, int],
+        now_s: float,
+    ) -> tuple[list[float], list[int], list[int]]:
+        """Expected TTFT per replica (prefill-token units), its load, and the positions of the
+        replicas not passed over for load: with room, and within the spill bound. One pass
+        over the replicas; the few with a match or a backlog are then looked up by id."""
         settings = self.settings
-        loads = [load(r) for r in replicas]
+        loads = list(map(load, replicas))
         room = [r.has_capacity for r in replicas]
         if not any(room):
             room = [True] * len(replicas)
         floor = min(n for n, ok in zip(loads, room) if ok)
         bound = floor + max(settings.spill_slack_requests, settings.spill_ratio * floor)
-        done_s, rate, decode = self._prefill_done_s, settings.prefill_tokens_per_s, settings.decode_cost_tokens
-        costs: dict[str, float] = {}
-        by_id: dict[str, int] = {}
-        eligible = []
-        for replica, busy, ok in zip(replicas, loads, room):
-            rid = replica.replica_id
-            backlog_s = done_s.get(rid, now_s) - now_s
-            costs[rid] = self._uncached_tokens(request, matched.get(rid, 0)) + max(0.0, backlog_s) * rate + decode * busy
-            by_id[rid] = busy
-            if ok and busy <= bound:
-                eligible.append(rid)
-        return costs, by_id, eligible
+        eligible = [i for i, (n, ok) in enumerate(zip(loads, room)) if ok and n <= bound]
+        prompt, decode = request.prompt_tokens, settings.decode_cost_tokens
+        costs = [prompt + decode * n for n in loads]
+        position = dict(zip(ids, range(len(ids))))
+        for rid, blocks in matched.items():
+            i = position.get(rid)
+            if i is not None:
+                costs[i] -= prompt - self._uncached_tokens(request, blocks)
+        if matched:
+            warm = prompt - self._uncached_tokens(request, max(matched.values()))
+            for rid in self.index.empty_replicas(ids):
+                costs[position[rid]] -= warm  # a cold replica: worth warming
+        self._drop_finished_backlogs(now_s)
+        rate = settings.prefill_tokens_per_s
+        for rid, done_s in self._prefill_done_s.items():
+            i = position.get(rid)
+            if i is not None:
+                costs[i] += (done_s - now_s) * rate
+        return costs, loads, eligible
+
+    def _drop_finished_backlogs(self, now_s: float) -> None:
+        done = self._prefill_done_s
+        if any(done_s <= now_s for done_s in done.values()):
+            self._prefill_done_s = {rid: done_s for rid, done_s in done.items() if done_s > now_s}
 
     def _uncached_tokens(self, request: RoutingRequest, matched_blocks: int) -> int:
         return max(0, request.prompt_tokens - matched_blocks * self.settings.block_size_tokens)

@@ -3,8 +3,9 @@
 Policy names: every policy of kaon's registry (``kaon.routing.registry.POLICIES``, built
 with ``make_policy``, the simulated clock passed to those that take a ``clock``) plus
 ``policies`` here, factories ``seed -> RoutingPolicy`` of the simulator-only reference
-policies (``register_policy`` adds more). ``prefix_load`` gets the calibration's block size
-and prefill rate as settings, as a deployment would configure it for its hardware.
+policies (``register_policy`` adds more). ``prefix_load`` gets the calibration's block size,
+prefill rate, decode and step costs and cache size as settings, as a deployment would
+configure it for its hardware.
 ``find_saturation`` bisects the arrival rate at which a policy (round robin by default)
 stops keeping up.
 """
@@ -59,6 +60,7 @@ def make_policy(name: str, seed: int, clock: SimClock, cost: CostModel) -> Routi
         settings = {"block_size_tokens": cost.block_size_tokens,
                     "prefill_tokens_per_s": 1.0 / prefill_s_per_token,
                     "decode_cost_tokens": cost.decode_per_seq_s / prefill_s_per_token,
+                    "step_overhead_tokens": (cost.decode_base_s + cost.prefill_overhead_s) / prefill_s_per_token,
                     "capacity_blocks_per_replica": cost.kv_capacity_blocks}
     return registry.make_policy(name, seed=seed, settings=settings, **options)
 

@@ -47,7 +47,9 @@ def test_prefix_match_goes_to_the_replica_holding_it():
     policy = PrefixLoad(seed=1, clock=clock)
     doc = list(range(2000))
     first = route(policy, request("a", doc + [1, 2]), replicas(0, 0, 0))
-    clock.now_s = 30.0  # the first prefill is done
+    for k, other in enumerate(r for r in replicas(0, 0, 0) if r.replica_id != first):
+        route(policy, request(f"warm{k}", [k] * 320), [other])  # every replica holds something
+    clock.now_s = 30.0  # the prefills are done
     for i in range(5):
         assert route(policy, request(f"q{i}", doc + [i] * 20), replicas(0, 0, 0)) == first
 
@@ -68,6 +70,9 @@ def test_hot_shared_prefix_spills_instead_of_piling_onto_one_replica():
     clock = Clock()
     policy = PrefixLoad(seed=1, clock=clock, settings=PrefixLoadSettings(spill_slack_requests=2))
     system_prompt = list(range(1024))
+    for k in range(3):
+        route(policy, request(f"warm{k}", [5000 + k] * 320), [ReplicaSnapshot(f"r{k}")])  # none is cold
+    clock.now_s = 10.0
     in_flight = Counter()
     for i in range(12):
         snapshot = [ReplicaSnapshot(f"r{k}", in_flight_requests=in_flight[f"r{k}"]) for k in range(3)]
@@ -77,12 +82,37 @@ def test_hot_shared_prefix_spills_instead_of_piling_onto_one_replica():
     assert max(in_flight.values()) - min(in_flight.values()) <= 3
 
 
+def test_a_cold_replica_is_warmed_with_a_shared_prefix_instead_of_left_idle():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock)
+    system_prompt, other = list(range(1024)), list(range(5000, 6024))
+    route(policy, request("a", system_prompt + [1] * 32), replicas(0, 0)[:1])  # r0 holds the system prompt
+    route(policy, request("b", other), [ReplicaSnapshot("r1")])  # r1 holds something else
+    clock.now_s = 60.0
+
+    def loads(r0, r1, r2):
+        return [ReplicaSnapshot("r0", in_flight_requests=r0), ReplicaSnapshot("r1", in_flight_requests=r1),
+                ReplicaSnapshot("r2", in_flight_requests=r2)]
+
+    # r2 is new: costed as if it held the system prompt, it wins on load; r1 (idle, but warm
+    # with another prefix) would have to prefill it all
+    assert route(policy, request("c", system_prompt + [2] * 32), loads(4, 0, 1)) == "r2"
+    clock.now_s = 70.0
+    # now warm, r2 is no longer assumed to hold what it was not sent: r1 keeps its own prefix
+    assert policy.rank(request("d", other + [3] * 32), loads(4, 3, 1))[0] == ["r1"]
+    assert policy.rank(request("e", list(range(7000, 8024))), loads(4, 3, 1))[0] == ["r2"]  # cached nowhere
+    assert policy.index.empty_replicas(["r0", "r1", "r2"]) == []
+    policy.index.expire(70.0 + 601.0)  # unused for the TTL: cold again
+    assert policy.index.empty_replicas(["r0", "r1", "r2"]) == ["r0", "r1", "r2"]
+
+
 def test_imbalance_beats_a_small_prefix_gain_but_not_a_large_one():
     clock = Clock()
     policy = PrefixLoad(seed=1, clock=clock)
     document = list(range(2000))
     owner = route(policy, request("seed", document), replicas(0, 0))
-    clock.now_s = 60.0  # the seed's prefill is long done
+    route(policy, request("other", list(range(3000, 3100))), [r for r in replicas(0, 0) if r.replica_id != owner])
+    clock.now_s = 60.0  # the prefills are long done; both replicas are warm
 
     def busy_owner(in_flight):
         return [ReplicaSnapshot(rid, in_flight_requests=in_flight if rid == owner else 0) for rid in ("r0", "r1")]

@@ -19,15 +19,17 @@ class StepResponse:
 
     ``time_to_enough_s``: from the step until ``needed_replicas`` serve for the rest of it
     (None: never);
-    ``peak_replicas``: the most replicas serving or starting during the step;
-    ``overshoot_replicas``: how many of those were beyond the need.
+    ``overshoot_replicas``: replicas serving or starting beyond the need until then, while
+    the replicas asked for load (AIBrix's failure is a large one);
+    ``peak_replicas``: the most serving or starting during the whole step (it may include
+    replicas added afterwards to drain the backlog that built up meanwhile).
     """
 
     step_start_s: float
     needed_replicas: int
     time_to_enough_s: float | None
-    peak_replicas: int
     overshoot_replicas: int
+    peak_replicas: int
 
 
 def needed_replicas(rate_per_s: float, replica_rate_per_s: float) -> int:
@@ -42,13 +44,13 @@ def step_response(points: Sequence[Any], step_start_s: float, step_end_s: float,
         enough = step_start_s if during else None
     else:
         enough = during[short[-1] + 1].time_s if short[-1] + 1 < len(during) else None
-    peak = max((p.running_replicas + p.starting_replicas for p in during), default=0)
+    loading = [p for p in during if enough is None or p.time_s <= enough]
     return StepResponse(
         step_start_s=step_start_s,
         needed_replicas=needed,
         time_to_enough_s=None if enough is None else enough - step_start_s,
-        peak_replicas=peak,
-        overshoot_replicas=max(peak - needed, 0),
+        overshoot_replicas=max(max((p.running_replicas + p.starting_replicas for p in loading), default=0) - needed, 0),
+        peak_replicas=max((p.running_replicas + p.starting_replicas for p in during), default=0),
     )
 
 

@@ -9,9 +9,9 @@ Each tick turns one ``ClusterSnapshot`` into a ``Decision`` in three steps:
      been measured, as many as ``(arrival rate + backlog drain) / (0.9 μ)``: the arrival rate is
      completions/s plus the growth of the demand over the metrics window, so a backlog that
      piles up while replicas load does not ask for more of them (AIBrix's 2→4→8→16), and
-     the backlog above target is to drain within the time an extra replica costs at least
-     (its start plus the downscale window; not counted while replicas start: they will
-     drain it). μ is trusted once its measurements have held
+     the backlog above target is to drain within one replica start time (replicas that
+     would come after it had drained are not worth starting; not counted while replicas
+     start: they will drain it). μ is trusted once its measurements have held
      steady for half a window (see ``_steady_mean``), and forgotten if the queue keeps
      growing for a replica start time while μ says the replicas keep up. Before μ is
      known (or given as ``replica_throughput_per_s``): the demand in full batches, at
@@ -30,7 +30,7 @@ Each tick turns one ``ClusterSnapshot`` into a ``Decision`` in three steps:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from kaon.autoscaling.snapshot import ClusterSnapshot, Decision
@@ -113,6 +113,21 @@ class _Recommendation:
     why: str
 
 
+@dataclass(slots=True, frozen=True)
+class _Observation:
+    """What one tick measured: the queue and the demand (running + queued), the demand's
+    growth and the arrival rate over the metrics window, and the throughput measurements."""
+
+    queue: float
+    demand: float
+    growth_per_s: float
+    arrivals_per_s: float
+    demand_samples: tuple[tuple[float, float], ...]
+    saturated_since_s: float | None
+    rate_estimates: tuple[tuple[float, float], ...]
+    measured_rate_per_s: float | None
+
+
 class QueueDepthPolicy:
     """kaon's autoscaling policy (see the module docstring); pure and deterministic."""
 
@@ -126,34 +141,52 @@ class QueueDepthPolicy:
         now = snapshot.time_s
         current = snapshot.running_replicas + snapshot.starting_replicas
         state = state or State(last_active_s=now, recommendations=((now, current),))  # as if the count had been asked for
+        seen = self._observe(snapshot, state)
+        recommended, contradicted_since, refuted = self._recommend_checked(snapshot, state, seen)
+        last_active = now if seen.demand > 0 else state.last_active_s
+        floor = self._floor(current, seen.demand, now - last_active)
+        raw = max(floor, min(s.max_replicas, recommended.replicas))
+        changes = _changes(state.recommendations, now, raw, max(s.upscale_stabilization_s, s.downscale_stabilization_s))
+        desired, action, reason = self._stabilise(raw, current, changes, now, recommended)
+        if floor == 0 and current > 0 and seen.demand == 0:
+            desired, action, reason = 0, "to_zero", f"no request for {now - last_active:.0f} s"
+        new_state = State(
+            last_active_s=last_active, saturated_since_s=seen.saturated_since_s,
+            rate_estimates=() if refuted else seen.rate_estimates,
+            service_rate_per_s=None if refuted else seen.measured_rate_per_s, contradicted_since_s=contradicted_since,
+            hint_refuted=state.hint_refuted or refuted, demand_samples=seen.demand_samples, recommendations=changes,
+        )
+        return Decision(desired, action, reason, seen.queue, current), new_state
+
+    def _observe(self, snapshot: ClusterSnapshot, state: State) -> _Observation:
+        window_s = self.settings.metrics_window_s
+        now = snapshot.time_s
         queue = snapshot.queue_depth_requests
         demand = snapshot.busy_requests + queue
-        samples = _sampled(state.demand_samples, now, demand, s.metrics_window_s)
-        growth_per_s = _growth_per_s(samples, now, demand, s.metrics_window_s)
-        arrivals_per_s = snapshot.arrivals_per_s(growth_per_s)
+        samples = _sampled(state.demand_samples, now, demand, window_s)
+        growth_per_s = _growth_per_s(samples, now, demand, window_s)
         saturated_since = None if queue <= 0 else now if state.saturated_since_s is None else state.saturated_since_s
         estimates = self._rate_estimates(snapshot, saturated_since, state.rate_estimates)
-        measured = max(filter(None, (_steady_mean(estimates, s.metrics_window_s), state.service_rate_per_s)), default=None)
+        measured = max(filter(None, (_steady_mean(estimates, window_s), state.service_rate_per_s)), default=None)
+        return _Observation(queue, demand, growth_per_s, snapshot.arrivals_per_s(growth_per_s), samples,
+                            saturated_since, estimates, measured)
+
+    def _recommend_checked(self, snapshot: ClusterSnapshot, state: State,
+                           seen: _Observation) -> tuple[_Recommendation, float | None, bool]:
+        """The recommendation with the measured (else the given) throughput, and whether the
+        queue refutes that throughput: it has kept growing for a replica start time while
+        the throughput said the replicas keep up. Then it is dropped (to be measured again)
+        and the recommendation made without it. Returns (recommendation, contradicted since,
+        refuted)."""
+        s = self.settings
         hint = None if state.hint_refuted else s.replica_throughput_per_s
-        recommended = self._recommend(snapshot, queue, demand, arrivals_per_s, measured or hint)
-        contradicted = recommended.kind == "covered" and growth_per_s > 0 and not snapshot.starting_replicas
-        contradicted_since = (state.contradicted_since_s or now) if contradicted else None
-        refuted = contradicted_since is not None and now - contradicted_since >= s.replica_start_s + s.metrics_window_s
-        if refuted:  # the queue kept growing while that throughput said the replicas keep up: measure it again
-            measured, estimates, contradicted_since = None, (), None
-            recommended = self._recommend(snapshot, queue, demand, arrivals_per_s, None)
-        last_active = now if demand > 0 else state.last_active_s
-        floor = self._floor(current, demand, now - last_active)
-        raw = max(floor, min(s.max_replicas, recommended.replicas))
-        horizon_s = max(s.upscale_stabilization_s, s.downscale_stabilization_s)
-        changes = _changes(state.recommendations, now, raw, horizon_s)
-        desired, action, reason = self._stabilise(raw, current, changes, now, recommended)
-        if floor == 0 and current > 0 and demand == 0:
-            desired, action, reason = 0, "to_zero", f"no request for {now - last_active:.0f} s"
-        new_state = replace(state, last_active_s=last_active, saturated_since_s=saturated_since, rate_estimates=estimates,
-                            service_rate_per_s=measured, contradicted_since_s=contradicted_since,
-                            hint_refuted=state.hint_refuted or refuted, demand_samples=samples, recommendations=changes)
-        return Decision(desired, action, reason, queue, current), new_state
+        recommended = self._recommend(snapshot, seen, seen.measured_rate_per_s or hint)
+        if not (recommended.kind == "covered" and seen.growth_per_s > 0 and not snapshot.starting_replicas):
+            return recommended, None, False
+        since = state.contradicted_since_s or snapshot.time_s
+        if snapshot.time_s - since < s.replica_start_s + s.metrics_window_s:
+            return recommended, since, False
+        return self._recommend(snapshot, seen, None), None, True
 
     def _floor(self, current: int, demand: float, idle_s: float) -> int:
         """``min_replicas``; with a minimum of 0, one replica until idle long enough (and none
@@ -183,9 +216,9 @@ class QueueDepthPolicy:
                  if r.completed_requests > 0 and r.window_s >= window_s / 2 and (every or r.waiting_requests > 0)]
         return kept + ((now, sum(rates) / len(rates)),) if rates else kept
 
-    def _recommend(self, snapshot: ClusterSnapshot, queue: float, demand: float, arrivals_per_s: float,
-                   service_rate: float | None) -> _Recommendation:
+    def _recommend(self, snapshot: ClusterSnapshot, seen: _Observation, service_rate: float | None) -> _Recommendation:
         s = self.settings
+        queue, demand, arrivals_per_s = seen.queue, seen.demand, seen.arrivals_per_s
         running, starting = snapshot.running_replicas, snapshot.starting_replicas
         current = running + starting
         target = s.target_queue_depth_per_replica
@@ -201,8 +234,7 @@ class QueueDepthPolicy:
                 return _Recommendation(current, "hold", f"{head}; {starting} starting, throughput not measured yet")
             need = max(current + 1, in_batches)
             return _Recommendation(need, "up", f"{head}: demand {demand:g} needs {need} replicas in batches")
-        drain_s = s.replica_start_s + s.downscale_stabilization_s  # what an extra replica costs at least
-        drain_per_s = 0.0 if starting else max(queue - target * running, 0.0) / drain_s
+        drain_per_s = 0.0 if starting else max(queue - target * running, 0.0) / s.replica_start_s
         by_rate = math.ceil((arrivals_per_s + drain_per_s) / (service_rate * UPSCALE_UTILIZATION))
         flow = f"{arrivals_per_s:.2f} req/s arriving (+{drain_per_s:.2f} backlog) at {service_rate:.2f} req/s per replica"
         if by_rate <= current:

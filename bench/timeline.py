@@ -148,5 +148,5 @@ def attach(result: dict[str, Any], records: Sequence[RequestRecord], started_uni
     for step in figures["steps"]:
         enough = "never" if step["time_to_enough_s"] is None else f"{step['time_to_enough_s']:.0f} s"
         lines.append(f"  step at {step['step_start_s']:.0f} s: {step['needed_replicas']} replicas needed, enough after "
-                     f"{enough}, peak {step['peak_replicas']} (overshoot {step['overshoot_replicas']})")
+                     f"{enough}, overshoot {step['overshoot_replicas']}, peak {step['peak_replicas']}")
     return "\n".join(lines)

@@ -110,8 +110,8 @@ class AutoscalingConfig(_Strict):
     )
     scale_to_zero_after_s: float = Field(default=600.0, gt=0, description="min_replicas 0: idle time before the last replica goes")
     replica_start_s: float = Field(
-        default=60.0, gt=0, description="expected time from asking for a replica to it serving; with the downscale window, "
-        "how long a backlog may take to drain before it adds replicas"
+        default=60.0, gt=0, description="expected time from asking for a replica to it serving; a backlog that would take "
+        "longer than this to drain adds replicas"
     )
     replica_throughput_per_s: float | None = Field(
         default=None, gt=0, description="expected requests/s of one busy replica (e.g. from kaon bench): sizes a burst "

@@ -78,9 +78,9 @@ def simulate_autoscaled(scenario: scenarios.Scenario, policy_name: str, autoscal
 
 def table(results: list[dict[str, Any]]) -> str:
     """One line per load step of each autoscaled run: when, replicas needed, seconds until
-    they served, peak and overshoot; then the run's cost in replica-seconds, requests lost
-    and TTFT."""
-    header = ["run", "step at s", "needed", "to enough s", "peak", "overshoot", "replica·s", "lost", "TTFT p50 ms", "p99 ms"]
+    they served, overshoot until then and the step's peak; then the run's cost in
+    replica-seconds, requests lost and TTFT."""
+    header = ["run", "step at s", "needed", "to enough s", "overshoot", "peak", "replica·s", "lost", "TTFT p50 ms", "p99 ms"]
     rows = [header]
     for result in results:
         a, ttft = result["autoscaling"], result["summary"]["ttft"]
@@ -88,7 +88,7 @@ def table(results: list[dict[str, Any]]) -> str:
         for step in a["steps"]:
             enough = "never" if step["time_to_enough_s"] is None else f"{step['time_to_enough_s']:.0f}"
             rows.append([result["label"], f"{step['step_start_s']:.0f}", str(step["needed_replicas"]), enough,
-                         str(step["peak_replicas"]), str(step["overshoot_replicas"]), *run])
+                         str(step["overshoot_replicas"]), str(step["peak_replicas"]), *run])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 

@@ -200,3 +200,15 @@ def test_bounds_clip_the_recommendation():
     assert decisions[1].desired_replicas == 5 and decisions[1].action == "steady"
     low, _ = drive(policy, [snapshot(t, 2) for t in range(200)])
     assert {d.desired_replicas for d in low} == {2}
+
+
+def test_a_throughput_the_queue_refutes_is_dropped():
+    """Given 10 req/s per replica, two replicas seem to cover 5 req/s; the queue keeps growing
+    (nothing finishes: long requests) for a start time and a window, so the figure goes and
+    the queue alone sizes the next step."""
+    policy = QueueDepthPolicy(settings(replica_throughput_per_s=10.0, replica_start_s=20, metrics_window_s=10))
+    decisions, state = drive(policy, [snapshot(t, 2, busy=16, waiting=5 * t) for t in range(40)])
+    covered = [d for d in decisions if d.action == "hold"]
+    assert covered and "10.00 req/s per replica" in covered[0].reason
+    assert decisions[-1].desired_replicas > 2
+    assert state.hint_refuted and state.service_rate_per_s is None

@@ -59,7 +59,8 @@ def test_prometheus_scrapes_routing_and_engine_metrics(kaon_server, tmp_path):
         predicted = prometheus.wait_for(f"sum(ray_kaon_routing_predicted_cached_blocks_total{deployment}) > 0")
         precise = prometheus.wait_for(f"max(ray_kaon_routing_index_precise{deployment}) == 1")
         engine_hits = prometheus.wait_for('sum by (ReplicaId) ({__name__=~"ray_vllm_prefix_cache_hits.*", model_name="tiny"}) > 0')
-        panels = {panel["title"]: [prometheus.query(t["expr"]) for t in panel["targets"]]
+        panels = {panel["title"]: [(prometheus.wait_for if panel["title"] in SERVED_PANELS else prometheus.query)(t["expr"])
+                                   for t in panel["targets"]]
                   for panel in json.loads(DASHBOARD.read_text())["panels"]}
     finally:
         prometheus.stop()

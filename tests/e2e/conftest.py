@@ -42,20 +42,25 @@ class KaonServer:
         return subprocess.run([*kaon_command(), *args], env=self.env, capture_output=True, text=True, timeout=timeout_s)
 
 
-@pytest.fixture(scope="session")
-def kaon_server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("kaon")
-    config_path = workdir / "e2e.yaml"
-    config_path.write_text(yaml.safe_dump(E2E_CONFIG))
+def start_kaon(workdir, config: dict, **env: str) -> KaonServer:
+    """`kaon serve --detach` of ``config`` on a free port, its model cache in ``workdir``."""
+    config_path = workdir / "kaon.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     port = free_port()
-    env = dict(os.environ, KAON_CACHE_DIR=str(workdir / "cache"), KAON_E2E_KEY_ALPHA=API_KEYS["alpha"], KAON_E2E_KEY_BETA=API_KEYS["beta"])
-    server = KaonServer(f"http://127.0.0.1:{port}", env)
+    server = KaonServer(f"http://127.0.0.1:{port}", dict(os.environ, KAON_CACHE_DIR=str(workdir / "cache"), **env))
     started = time.monotonic()
     result = server.cli("serve", "--config", str(config_path), "--port", str(port), "--detach", timeout_s=900)
     print(f"\nkaon serve --detach: ready in {time.monotonic() - started:.1f} s\n{result.stdout}")
     if result.returncode != 0:
         server.cli("shutdown")
         pytest.fail(f"kaon serve failed:\n{result.stdout}\n{result.stderr}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def kaon_server(tmp_path_factory):
+    server = start_kaon(tmp_path_factory.mktemp("kaon"), E2E_CONFIG,
+                        KAON_E2E_KEY_ALPHA=API_KEYS["alpha"], KAON_E2E_KEY_BETA=API_KEYS["beta"])
     yield server
     down = server.cli("shutdown")
     assert down.returncode == 0, down.stderr

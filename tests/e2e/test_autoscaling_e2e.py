@@ -10,15 +10,13 @@ second vLLM replica to start on a busy 2-core machine (over a minute).
 """
 
 import json
-import os
 import time
 
 import openai
 import pytest
-import yaml
 
 from tests.conftest import free_port
-from tests.e2e.conftest import KaonServer
+from tests.e2e.conftest import start_kaon
 from tests.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.e2e
@@ -39,17 +37,7 @@ RAY_DISCOVERY_FILE = "/tmp/ray/session_latest/prom_metrics_service_discovery.jso
 
 @pytest.fixture(scope="module")
 def autoscaled(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("kaon-autoscaling")
-    config_path = workdir / "autoscaling.yaml"
-    config_path.write_text(yaml.safe_dump(CONFIG))
-    port = free_port()
-    server = KaonServer(f"http://127.0.0.1:{port}", dict(os.environ, KAON_CACHE_DIR=str(workdir / "cache")))
-    started = time.monotonic()
-    result = server.cli("serve", "--config", str(config_path), "--port", str(port), "--detach", timeout_s=900)
-    print(f"\nkaon serve --detach (autoscaled): ready in {time.monotonic() - started:.1f} s")
-    if result.returncode != 0:
-        server.cli("shutdown")
-        pytest.fail(f"kaon serve failed:\n{result.stdout}\n{result.stderr}")
+    server = start_kaon(tmp_path_factory.mktemp("kaon-autoscaling"), CONFIG)
     yield server
     assert server.cli("shutdown").returncode == 0
 

@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 from kaon.routing.baselines import load
 from kaon.routing.prefix_index import PrefixIndex
@@ -111,25 +112,25 @@ class PrefixLoad:
         now_s: float,
     ) -> tuple[list[float], list[int], list[int]]:
         """Expected TTFT per replica (prefill-token units), its load, and the positions of the
-        replicas not passed over for load: with room, and within the spill bound. One pass
-        over the replicas; the few with a match or a backlog are then looked up by id."""
+        replicas not passed over for load: with room, and within the spill bound. Whole-list
+        operations first; then the few replicas with a match, no cache at all or a backlog
+        are adjusted by position."""
         settings = self.settings
         loads = list(map(load, replicas))
         room = [r.has_capacity for r in replicas]
-        if not any(room):
-            room = [True] * len(replicas)
-        floor = min(n for n, ok in zip(loads, room) if ok)
+        usable = room if any(room) else [True] * len(replicas)
+        floor = min(compress(loads, usable))
         bound = floor + max(settings.spill_slack_requests, settings.spill_ratio * floor)
-        eligible = [i for i, (n, ok) in enumerate(zip(loads, room)) if ok and n <= bound]
-        prompt, decode = request.prompt_tokens, settings.decode_cost_tokens
+        eligible = [i for i in compress(range(len(loads)), usable) if loads[i] <= bound]
+        prompt, decode, size = request.prompt_tokens, settings.decode_cost_tokens, settings.block_size_tokens
         costs = [prompt + decode * n for n in loads]
         position = dict(zip(ids, range(len(ids))))
         for rid, blocks in matched.items():
             i = position.get(rid)
             if i is not None:
-                costs[i] -= prompt - self._uncached_tokens(request, blocks)
+                costs[i] -= min(prompt, blocks * size)
         if matched:
-            warm = prompt - self._uncached_tokens(request, max(matched.values()))
+            warm = min(prompt, max(matched.values()) * size)
             for rid in self.index.empty_replicas(ids):
                 costs[position[rid]] -= warm  # a cold replica: worth warming
         self._drop_finished_backlogs(now_s)

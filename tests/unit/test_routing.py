@@ -123,6 +123,20 @@ def test_imbalance_beats_a_small_prefix_gain_but_not_a_large_one():
     assert policy.rank(large_gain, busy_owner(6))[0][0] == owner
 
 
+def test_a_request_routed_behind_another_waits_for_its_engine_step():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock, settings=PrefixLoadSettings(step_overhead_tokens=100))
+    document = list(range(320))
+    for rid in ("r0", "r1"):
+        route(policy, request(f"warm-{rid}", document), [ReplicaSnapshot(rid)])
+    clock.now_s = 60.0
+    first = route(policy, request("a", document), replicas(0, 0))  # all cached: only the step is left
+    other = "r1" if first == "r0" else "r0"
+    # the other replica is busier by one request (32 tokens), but free of the step just sent
+    behind = [ReplicaSnapshot(first), ReplicaSnapshot(other, in_flight_requests=1)]
+    assert route(policy, request("b", document), behind) == other
+
+
 def test_full_replica_is_ranked_last():
     policy = PrefixLoad(seed=1, clock=Clock())
     full = [ReplicaSnapshot("r0", in_flight_requests=4, max_ongoing_requests=4), ReplicaSnapshot("r1", in_flight_requests=5)]

@@ -45,6 +45,7 @@ def request_router_config(model: ModelConfig, device: str) -> RequestRouterConfi
         "block_size_tokens": block_size_tokens(model, device),
         "prefill_tokens_per_s": routing.prefill_tokens_per_s,
         "decode_cost_tokens": routing.decode_cost_tokens,
+        "step_overhead_tokens": routing.step_overhead_tokens,
         "spill_slack_requests": routing.spill_slack_requests,
         "spill_ratio": routing.spill_ratio,
         "capacity_blocks_per_replica": routing.index_capacity_blocks,

@@ -66,6 +66,10 @@ class RoutingConfig(_Strict):
     )
     prefill_tokens_per_s: float = Field(default=2_000.0, gt=0, description="prefix_load: a replica's prefill rate")
     decode_cost_tokens: float = Field(default=32.0, ge=0, description="prefix_load: cost of each busy request")
+    step_overhead_tokens: float = Field(
+        default=0.0, ge=0, description="prefix_load: fixed cost of the engine step that prefills a routed request "
+        "(step base time × prefill_tokens_per_s); a request routed right behind it waits for it too"
+    )
     spill_slack_requests: int = Field(default=32, ge=0, description="prefix_load: requests above the least-loaded replica before a spill")
     spill_ratio: float = Field(default=1.0, ge=0, description="prefix_load: ... or this fraction of the least-loaded replica's load, if larger")
     index_capacity_blocks: int = Field(default=100_000, ge=1, description="prefix index entries per replica")

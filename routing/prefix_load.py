@@ -16,10 +16,12 @@ Guards against the peers' failure modes:
   ``spill_slack_requests`` and ``spill_ratio`` of that floor is passed over, so a hot shared
   prefix is copied to another replica instead of piling onto one;
 - cold replicas: a replica the index believes holds nothing (new, or unused for the TTL) is
-  costed as if it held the request's best match. Warming it costs one prefill, once; without
-  this, a prefix every request shares (a common system prompt) keeps all traffic on the
-  replicas that happen to hold it and leaves the others idle. (The simulator found it: on
-  multi-turn chat, 8 of 16 replicas stayed idle, decode batches doubled.)
+  costed as if it held the request's best match once the replicas that do hold it carry
+  ``warm_slack_requests`` more of this router's requests. Warming it costs one prefill,
+  once; without this, a prefix every request shares (a common system prompt) keeps all
+  traffic on the replicas that happen to hold it and leaves the others idle (the simulator
+  found it: on multi-turn chat, 8 of 16 replicas stayed idle, decode batches doubled). While
+  the holders are as idle as the cold replica, the request goes where its prefix really is.
 - ties: among replicas within ``tie_tolerance_tokens`` of the best, the lightest, at random
   among equals (those that really hold a prefix first: a cold one's match is only assumed);
 - cold requests: cached nowhere, they cost the same prefill everywhere and go to the
@@ -45,6 +47,7 @@ class PrefixLoadSettings:
     prefill_tokens_per_s: float = 2_000.0
     decode_cost_tokens: float = 32.0
     step_overhead_tokens: float = 0.0
+    warm_slack_requests: int = 2
     spill_slack_requests: int = 32
     spill_ratio: float = 1.0
     tie_tolerance_tokens: float = 16.0
@@ -130,16 +133,28 @@ class PrefixLoad:
             if i is not None:
                 costs[i] -= min(prompt, blocks * size)
         if matched:
-            warm = min(prompt, max(matched.values()) * size)
-            for rid in self.index.empty_replicas(ids):
-                costs[position[rid]] -= warm  # a cold replica: worth warming
+            self._discount_cold_replicas(replicas, ids, position, matched, costs, prompt)
         self._drop_finished_backlogs(now_s)
         rate = settings.prefill_tokens_per_s
         for rid, done_s in self._prefill_done_s.items():
             i = position.get(rid)
-            if i is not None:
+            if i is not None and replicas[i].in_flight_requests:  # none in flight: nothing left to prefill
                 costs[i] += (done_s - now_s) * rate
         return costs, loads, eligible
+
+    def _discount_cold_replicas(
+        self, replicas: Sequence[ReplicaSnapshot], ids: list[str], position: dict[str, int], matched: dict[str, int],
+        costs: list[float], prompt: int,
+    ) -> None:
+        """Cost the cold replicas as holders of the best match where the holders are busier."""
+        best = max(matched.values())
+        holders_in_flight = [replicas[position[rid]].in_flight_requests for rid, n in matched.items() if n == best and rid in position]
+        busy_above = min(holders_in_flight, default=float("inf")) - self.settings.warm_slack_requests
+        warm = min(prompt, best * self.settings.block_size_tokens)
+        for rid in self.index.empty_replicas(ids):
+            i = position[rid]
+            if replicas[i].in_flight_requests <= busy_above:
+                costs[i] -= warm
 
     def _drop_finished_backlogs(self, now_s: float) -> None:
         done = self._prefill_done_s

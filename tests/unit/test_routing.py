@@ -47,9 +47,9 @@ def test_prefix_match_goes_to_the_replica_holding_it():
     policy = PrefixLoad(seed=1, clock=clock)
     doc = list(range(2000))
     first = route(policy, request("a", doc + [1, 2]), replicas(0, 0, 0))
-    for k, other in enumerate(r for r in replicas(0, 0, 0) if r.replica_id != first):
-        route(policy, request(f"warm{k}", [k] * 320), [other])  # every replica holds something
-    clock.now_s = 30.0  # the prefills are done
+    # a fresh, idle cluster: the others hold nothing, yet the prompt goes back where it is
+    assert route(policy, request("again", doc + [1, 2]), replicas(0, 0, 0)) == first
+    clock.now_s = 30.0
     for i in range(5):
         assert route(policy, request(f"q{i}", doc + [i] * 20), replicas(0, 0, 0)) == first
 
@@ -124,6 +124,7 @@ def test_imbalance_beats_a_small_prefix_gain_but_not_a_large_one():
 
 
 def test_a_request_routed_behind_another_waits_for_its_engine_step():
+    """...while it is in flight; once the router sees nothing in flight there, the step is done."""
     clock = Clock()
     policy = PrefixLoad(seed=1, clock=clock, settings=PrefixLoadSettings(step_overhead_tokens=100))
     document = list(range(320))
@@ -133,7 +134,7 @@ def test_a_request_routed_behind_another_waits_for_its_engine_step():
     first = route(policy, request("a", document), replicas(0, 0))  # all cached: only the step is left
     other = "r1" if first == "r0" else "r0"
     # the other replica is busier by one request (32 tokens), but free of the step just sent
-    behind = [ReplicaSnapshot(first), ReplicaSnapshot(other, in_flight_requests=1)]
+    behind = [ReplicaSnapshot(first, in_flight_requests=1), ReplicaSnapshot(other, in_flight_requests=2)]
     assert route(policy, request("b", document), behind) == other
 
 
@@ -217,3 +218,12 @@ def test_prompt_keys_follow_the_chat_template(tmp_path):
     tokens = keys.for_prompt("c", list(range(40)))
     assert (tokens.prompt_tokens, len(tokens.block_hashes)) == (40, 2)
     assert set(keys.for_chat("d", [system], salt="tenant").block_hashes).isdisjoint(a.block_hashes)
+
+
+def test_no_backlog_is_charged_where_nothing_is_in_flight():
+    clock = Clock()
+    policy = PrefixLoad(seed=1, clock=clock, settings=PrefixLoadSettings(prefill_tokens_per_s=10))
+    document = list(range(320))
+    first = route(policy, request("a", document), replicas(0, 0))  # a 32-second backlog by the model
+    # it finished at once (the model's rate was pessimistic): the prompt goes back to its cache
+    assert route(policy, request("b", document), replicas(0, 0)) == first

@@ -27,7 +27,7 @@ CONFIG = {
         "name": "auto", "source": "kaon-tiny:tiny", "replicas": 1, "engine": {"max_num_seqs": 4},
         "routing": {"policy": "round_robin"}, "graceful_shutdown_timeout_s": 60,
         "autoscaling": {"min_replicas": 0, "max_replicas": 3, "target_queue_depth_per_replica": 1,
-                        "upscale_stabilization_s": 0, "downscale_stabilization_s": 4, "scale_to_zero_after_s": 6,
+                        "upscale_stabilization_s": 0, "downscale_stabilization_s": 4, "scale_to_zero_after_s": 10,
                         "replica_start_s": 2, "metrics_window_s": 2, "metrics_interval_s": 0.5},
     }],
 }
@@ -61,26 +61,29 @@ def requests(prefix, count, output_tokens):
 
 
 def test_burst_scales_out_drains_and_scale_down_finishes_streams(base_url):
-    """60 short requests at 10 req/s (five times what one replica serves), plus four long
-    streams that outlive the burst: the count rises to the maximum, the backlog drains, and
-    the count falls while the long streams still run; every request completes in full."""
+    """60 short requests at 10 req/s (five times what one replica serves) take the count to
+    the maximum; then six long streams, dealt round-robin two to each replica, are all the
+    load left: the count falls while they run, so a replica being removed holds two of them.
+    Every request completes in full."""
     config = ClientConfig(base_url=base_url, model="auto", show_progress=False, request_timeout_s=120)
 
-    async def run():
+    async def streams_once_scaled_out(sampler):
+        while not sampler.samples or sampler.samples[-1].running < 3:
+            await asyncio.sleep(0.25)
+        return await run_requests(requests("s", 6, 600), arrivals.constant(100.0, 6, 30.0), config)  # 30 s each
+
+    async def run(sampler):
         burst = run_requests(requests("b", 60, 40), arrivals.constant(10.0, 60, 30.0), config)
-        streams = run_requests(requests("s", 4, 500), arrivals.constant(100.0, 4, 30.0), config)  # 25 s each
-        return await asyncio.gather(burst, streams)
+        return await asyncio.gather(burst, asyncio.wait_for(streams_once_scaled_out(sampler), timeout=90))
 
     with ReplicaSampler(counts, interval_s=0.25) as sampler:
-        burst, streams = asyncio.run(run())
-    for result, tokens in ((burst, 40), (streams, 500)):
+        burst, streams = asyncio.run(run(sampler))
+    for result, tokens in ((burst, 40), (streams, 600)):
         assert [r.error for r in result.records if not r.ok] == []
         assert {r.output_tokens for r in result.records} == {tokens}
-    peak = max(s.running for s in sampler.samples)
-    assert peak == 3
-    streams_end = sampler.samples[0].unix_s + max(r.start_s + r.e2e_s for r in streams.records)
-    peak_at = next(s.unix_s for s in sampler.samples if s.running == peak)
-    shrinking = [s for s in sampler.samples if peak_at < s.unix_s < streams_end and s.desired < peak]
+    streams_start = min(r.start_s for r in streams.records) + streams.started_unix_s
+    streams_end = max(r.start_s + r.e2e_s for r in streams.records) + streams.started_unix_s
+    shrinking = [s for s in sampler.samples if streams_start < s.unix_s < streams_end and s.desired < 3]
     assert shrinking, "no replica was removed while the long streams ran"
 
 

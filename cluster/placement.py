@@ -2,7 +2,7 @@
 
 Pure planning, no `import ray`: ``deployments/app.py`` hands ``ReplicaPlan.deployment_options``
 to Ray Serve, ``kaon.config`` refuses configs that ``fit_errors`` finds, and ``kaon status``
-explains a pending replica with ``pending_reason``.
+explains a pending replica with ``unfit_reason``.
 
 GPU: vLLM's ``ray`` executor starts one worker per placement-group bundle and refuses
 bundles with more than one GPU, so a replica gets one ``{"GPU": 1}`` bundle per worker and
@@ -151,8 +151,9 @@ class NodeResources:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def pending_reason(bundles: Sequence[Mapping[str, float]], strategy: str, nodes: Sequence[NodeResources]) -> str:
-    """Why a placement group has no place on these nodes, in a user's words."""
+def unfit_reason(bundles: Sequence[Mapping[str, float]], strategy: str, nodes: Sequence[NodeResources]) -> str | None:
+    """Why these bundles cannot be placed on these nodes even when idle, in a user's words;
+    None if they fit."""
     alive = [node for node in nodes if node.alive]
     need = _sum(bundles)
     if strategy == "STRICT_PACK" and not any(_fits(need, node.total) for node in alive):
@@ -165,13 +166,7 @@ def pending_reason(bundles: Sequence[Mapping[str, float]], strategy: str, nodes:
     total = _sum([node.total for node in alive])
     if not _fits(need, total):
         return f"needs {_describe(need)} in all; the cluster has {_describe({key: total.get(key, 0) for key in need})}"
-    return "waiting for resources that other replicas hold"
-
-
-def split_tensor_groups(bundle_nodes: Mapping[int, str], tensor_parallel_size: int) -> list[str]:
-    """Nodes holding part of a tensor-parallel group: a GPU count there that whole groups do not fill."""
-    counts = Counter(bundle_nodes.values())
-    return sorted(node for node, count in counts.items() if count % tensor_parallel_size)
+    return None
 
 
 def _sum(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Read through the Ray driver connection (GCS and the replica actors), not the dashboard's HTTP
 API, which needs Ray's auth token. Per-replica load comes from each replica's routing stats
-(the same numbers the request routers see) and Ray Serve's own ongoing-request count.
+(the same numbers the request routers see) and Ray Serve's own ongoing-request count; where
+each replica and its GPU workers landed from ``replica_placement``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import ray
 from ray import serve
 
+from kaon.cluster.replica_placement import ClusterView, ReplicaPlacement
 from kaon.engine.stats import EngineStats
 
 REPLICA_PREFIX = "SERVE_REPLICA::"
@@ -32,6 +34,7 @@ class DeploymentView:
     replica_states: dict[str, int]
     message: str
     replicas: list[ReplicaLoad] = field(default_factory=list)
+    placements: list[ReplicaPlacement] = field(default_factory=list)
 
     @property
     def queue_depth(self) -> int:
@@ -59,16 +62,30 @@ def read_apps(with_load: bool = True) -> list[AppView]:
             for name, dep in app.deployments.items()
         ]
         if with_load:
+            details = _serve_details()["applications"].get(app_name, {}).get("deployments", {})
+            cluster = ClusterView.read()
             for deployment in deployments:
-                deployment.replicas = _replica_loads(app_name, deployment.name)
+                detail = details.get(deployment.name, {})
+                config = detail.get("deployment_config", {})
+                deployment.placements = [cluster.placement(replica, config) for replica in detail.get("replicas", [])]
+                starting = {placement.replica_id for placement in deployment.placements if placement.state != "RUNNING"}
+                deployment.replicas = _replica_loads(app_name, deployment.name, starting)
         status = str(getattr(app.status, "value", app.status))
         apps.append(AppView(name=app_name, status=status, message=app.message, deployments=deployments))
     return apps
 
 
-def _replica_loads(app_name: str, deployment: str) -> list[ReplicaLoad]:
+def _serve_details() -> dict:
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().get_serve_details()
+
+
+def _replica_loads(app_name: str, deployment: str, starting: set[str]) -> list[ReplicaLoad]:
+    """The load of each replica but the ``starting`` ones, which cannot answer yet."""
     prefix = f"{REPLICA_PREFIX}{app_name}#{deployment}#"
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["name"].startswith(prefix) and a["name"].removeprefix(prefix) not in starting]
     loads = []
     for name in sorted(names):
         try:
@@ -94,8 +111,23 @@ def format_apps(apps: list[AppView]) -> str:
             lines.append(f"  {dep.name}: {dep.status} ({states}), queue depth {dep.queue_depth}")
             if dep.message:
                 lines.append(f"    {dep.message}")
-            lines += [f"    replica {r.replica_id}: {_load_line(r)}" for r in dep.replicas]
+            lines += _replica_lines(dep)
     return "\n".join(lines)
+
+
+def _replica_lines(deployment: DeploymentView) -> list[str]:
+    loads = {load.replica_id: load for load in deployment.replicas}
+    lines = []
+    for placement in deployment.placements:
+        if placement.pending:
+            lines.append(f"    replica {placement.replica_id}: {placement.state}, no place yet: {placement.pending}")
+            continue
+        where = f" on {placement.node.describe()}" if placement.node else ""
+        load = loads.get(placement.replica_id)
+        lines.append(f"    replica {placement.replica_id}: {placement.state}{where}" + (f"; {_load_line(load)}" if load else ""))
+        if placement.bundle_nodes:
+            lines.append(f"      {placement.gpu_workers_line()}")
+    return lines
 
 
 def _load_line(replica: ReplicaLoad) -> str:

@@ -3,7 +3,7 @@
 import pytest
 
 from kaon.cli import _parser, serve_overrides
-from kaon.cluster.placement import NodeResources, pending_reason, plan_replica, split_tensor_groups
+from kaon.cluster.placement import NodeResources, plan_replica, unfit_reason
 from kaon.config import ConfigError, apply_overrides, parse_config
 from kaon.engine.args import cpu_threads_bind
 
@@ -116,16 +116,11 @@ BUNDLES_4 = [{"CPU": 1, "GPU": 1}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}]
         ([{"CPU": 1, "GPU": 3}], "PACK", "bundle 0 (GPU 3, CPU 1) fits no node; the most any node has is GPU 2, CPU 4"),
         (BUNDLES_4 + [{"GPU": 1}], "PACK", "needs GPU 5, CPU 1 in all; the cluster has GPU 4, CPU 8"),
         (BUNDLES_4, "STRICT_SPREAD", "needs 4 distinct nodes (STRICT_SPREAD); the cluster has 2"),
-        (BUNDLES_4, "PACK", "waiting for resources that other replicas hold"),
+        (BUNDLES_4, "PACK", None),
     ],
 )
-def test_pending_reason_says_what_no_live_node_has(bundles, strategy, reason):
-    assert pending_reason(bundles, strategy, NODES) == reason
-
-
-def test_tensor_groups_split_across_nodes_are_found():
-    assert split_tensor_groups({0: "a", 1: "a", 2: "b", 3: "b"}, 2) == []
-    assert split_tensor_groups({0: "a", 1: "a", 2: "a", 3: "b"}, 2) == ["a", "b"]
+def test_unfit_reason_says_what_no_live_node_has(bundles, strategy, reason):
+    assert unfit_reason(bundles, strategy, NODES) == reason
 
 
 def test_cpu_ranks_get_their_own_cores():

@@ -84,6 +84,14 @@ async def _stream(first: str, rest: DeploymentResponseGenerator, model: str) -> 
         yield _sse_error(error_response(HTTPStatus.INTERNAL_SERVER_ERROR, f"Model `{model}` failed mid-stream: {type(error).__name__}"))
 
 
+async def _read_to_end(stream: DeploymentResponseGenerator) -> None:
+    """A whole answer is the stream's only item. Serve reports a request complete to the
+    request router (its in-flight count) when the stream ends, so it is read to its end: left
+    open, the count lagged one or two requests behind and a prefix holder looked busy."""
+    async for _ in stream:
+        pass
+
+
 def _prompt_keys(model: ModelConfig, device: str) -> PromptKeys:
     from transformers import AutoTokenizer
 
@@ -158,8 +166,7 @@ class Router:
         except Exception as error:  # noqa: BLE001 - every failure must reach the client in OpenAI shape
             logger.exception("request to model %s failed", model)
             return _json_error(error_response(HTTPStatus.SERVICE_UNAVAILABLE, f"Model `{model}` failed: {type(error).__name__}"))
-        if isinstance(first, ErrorResponse):
-            return _json_error(first)
         if isinstance(first, BaseModel):
-            return JSONResponse(first.model_dump())
+            await _read_to_end(stream)
+            return _json_error(first) if isinstance(first, ErrorResponse) else JSONResponse(first.model_dump())
         return StreamingResponse(_stream(first, stream, model), media_type="text/event-stream")

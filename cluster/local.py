@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import ray
 
+from kaon.deployments.serve_env import with_serve_env
 from kaon.engine.model_source import cache_dir
 
 NAMESPACE = "kaon"
@@ -37,7 +39,7 @@ def start_local_ray(num_cpus: int, dashboard_port: int = 8265) -> None:
         f"--num-cpus={num_cpus}", "--disable-usage-stats",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, env=with_serve_env(os.environ))
     if result.returncode != 0:
         raise RuntimeError(f"`ray start --head` failed:\n{result.stdout}\n{result.stderr}")
     _state_file().parent.mkdir(parents=True, exist_ok=True)
@@ -55,3 +57,17 @@ def stop_local_ray() -> None:
 
 def connect(address: str) -> None:
     ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def disconnect() -> None:
+    """Leave the cluster and forget Serve's cached controller handle.
+
+    Serve keeps that handle across ``ray.shutdown()`` and trusts it while the driver's job id
+    is unchanged; job ids restart at 1 on a new cluster, so a process that connects to a
+    second cluster (a test session, a notebook) would reuse the first cluster's dead
+    controller ("Can't find actor").
+    """
+    from ray.serve import context
+
+    ray.shutdown()
+    context._disconnect()

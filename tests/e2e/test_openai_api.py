@@ -115,14 +115,12 @@ def test_bad_parameter_on_a_stream_is_400_not_a_broken_stream(kaon_server):
 def read_apps(kaon_server):
     """This process as a driver of kaon's Ray cluster: `kaon status`'s figures in about a
     second, not the several seconds a `kaon status` process takes to start."""
-    import ray
-
     from kaon.cluster import local
     from kaon.cluster.status import read_apps
 
     local.connect("auto")
     yield read_apps
-    ray.shutdown()
+    local.disconnect()
 
 
 def _busy(read_apps) -> list[int]:

@@ -96,10 +96,10 @@ def fit_errors(config: KaonConfig) -> list[FitError]:
     if not node_types or config.cluster.device == "cpu":
         return []
     errors = [error for index, model in enumerate(config.models) for error in _model_fit_errors(index, model, node_types)]
-    needed = sum(model.replicas * model.engine.world_size for model in config.models)
+    needed = sum(_required_replicas(model) * model.engine.world_size for model in config.models)
     total = _total_gpus(node_types)
     if not errors and needed > total:
-        errors.append(FitError("models", f"the replicas need {needed} GPUs in all (replicas × tp × pp), "
+        errors.append(FitError("models", f"the replicas need {needed} GPUs in all (replicas or min_replicas × tp × pp), "
                                f"cluster.node_types have at most {total}", needed))
     return errors
 
@@ -123,10 +123,18 @@ def _model_fit_errors(index: int, model: ModelConfig, node_types: Sequence[NodeT
         return [FitError(f"{path}.placement.strategy", f"puts each of {engine.world_size} GPUs on its own node, "
                          "and cluster.node_types have fewer nodes", strategy)]
     slots = _replica_slots(model, strategy, node_types)
-    if model.replicas > slots:
-        return [FitError(f"{path}.replicas", f"at most {slots} replicas of {engine.world_size} GPUs ({strategy}) "
-                         "fit cluster.node_types", model.replicas)]
+    required = _required_replicas(model)
+    if required > slots:
+        field = f"{path}.autoscaling.min_replicas" if model.autoscaling else f"{path}.replicas"
+        return [FitError(field, f"at most {slots} replicas of {engine.world_size} GPUs ({strategy}) "
+                         "fit cluster.node_types", required)]
     return []
+
+
+def _required_replicas(model: ModelConfig) -> int:
+    """Replicas that must always have a place: the fixed count, or the autoscaling floor (above
+    it, replicas the cluster cannot hold wait, and `kaon status` says why)."""
+    return model.autoscaling.min_replicas if model.autoscaling else model.replicas
 
 
 def _replica_slots(model: ModelConfig, strategy: str, node_types: Sequence[NodeTypeConfig]) -> int:

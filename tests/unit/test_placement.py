@@ -65,6 +65,14 @@ def test_config_that_can_never_fit_is_refused_naming_the_field(engine, replicas,
         _config([GPU_2], replicas, **engine)
 
 
+def test_autoscaled_model_must_fit_its_floor_not_its_ceiling():
+    model = {"name": "m", "source": "x", "engine": {"tensor_parallel_size": 2}}
+    fits = parse_config({"models": [model | {"autoscaling": {"min_replicas": 1, "max_replicas": 9}}], "cluster": {"node_types": [GPU_2]}})
+    assert fits.models[0].autoscaling.max_replicas == 9
+    with pytest.raises(ConfigError, match=r"models.0.autoscaling.min_replicas: at most 4 replicas .* \(got 5\)"):
+        parse_config({"models": [model | {"autoscaling": {"min_replicas": 5, "max_replicas": 9}}], "cluster": {"node_types": [GPU_2]}})
+
+
 def test_strict_pack_that_no_node_holds_is_refused():
     data = {"models": [{"name": "m", "source": "x", "engine": {"tensor_parallel_size": 2, "pipeline_parallel_size": 2},
                         "placement": {"strategy": "STRICT_PACK"}}], "cluster": {"node_types": [GPU_2]}}

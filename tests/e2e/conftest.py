@@ -17,7 +17,7 @@ E2E_CONFIG = {
         {"name": "tiny", "source": "kaon-tiny:tiny", "replicas": 2,
          "engine": {"dtype": "float32", "max_model_len": 512, "kv_cache_space_gib": 1}},
         {"name": "tiny-b", "source": "kaon-tiny:tiny", "replicas": 1,
-         "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 1}},
+         "engine": {"dtype": "float32", "max_model_len": 1024, "kv_cache_space_gib": 1, "tensor_parallel_size": 2}},
     ],
     "cluster": {"device": "cpu"},
     "auth": {"api_keys": [{"tenant": "alpha", "key_env": "KAON_E2E_KEY_ALPHA"}, {"tenant": "beta", "key_env": "KAON_E2E_KEY_BETA"}]},

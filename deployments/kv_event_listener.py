@@ -128,15 +128,18 @@ class KVEventListener:
     def __init__(self, on_batch: BatchReceiver):
         self._on_batch = on_batch
         self._commands: queue.SimpleQueue[tuple[str, KVEventSource | None]] = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._decoder = msgspec.msgpack.Decoder(type=KVEventBatch)
         self._thread = threading.Thread(target=self._run, name="kaon-kv-events", daemon=True)
         self._thread.start()
 
     def watch(self, replica_id: str, source: KVEventSource) -> None:
         self._commands.put((replica_id, source))
+        self._wake.set()
 
     def unwatch(self, replica_id: str) -> None:
         self._commands.put((replica_id, None))
+        self._wake.set()
 
     def _run(self) -> None:
         context = zmq.Context.instance()
@@ -144,6 +147,9 @@ class KVEventListener:
         subscriptions: dict[str, _Subscription] = {}
         owners: dict[zmq.Socket, _Subscription] = {}
         while True:
+            if not owners:  # zmq's poll returns at once with no sockets: wait for a watch instead
+                self._wake.wait(_POLL_MS / 1000)
+            self._wake.clear()
             self._apply_commands(context, poller, subscriptions, owners)
             for sub in subscriptions.values():
                 self._request_replay(context, poller, owners, sub)

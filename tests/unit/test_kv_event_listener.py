@@ -83,3 +83,24 @@ def test_a_late_subscriber_gets_what_vllm_buffered_then_the_live_feed_once_each(
     assert [seq for seq, _ in received] == [0, 1, 2, 3, 4]
     assert all(isinstance(events[0], BlocksStored) for _, events in received)
     assert [events[0].engine_hashes for _, events in received] == [[0], [1], [2], [3], [4]]
+
+
+def _cpu_s_over(seconds: float) -> float:
+    start = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - start
+
+
+def test_a_listener_with_nothing_to_watch_sleeps():
+    """A router with no replica's events to read (before its first request, at zero replicas)
+    once spun a whole core: zmq's poll returns at once when it has no sockets."""
+    publisher = ZmqEventPublisher(data_parallel_rank=0, endpoint="tcp://*:0", replay_endpoint="tcp://*:0", topic="kv")
+    config = publisher.get_publisher_config()
+    try:
+        listener = KVEventListener(lambda *batch: None)
+        assert _cpu_s_over(1.0) < 0.25  # spinning costs ~1 s of CPU per second
+        listener.watch("r0", KVEventSource(config.endpoint, config.replay_endpoint))
+        listener.unwatch("r0")
+        assert _cpu_s_over(1.0) < 0.25
+    finally:
+        publisher.shutdown()

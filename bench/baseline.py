@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from kaon.config import ConfigError, KaonConfig, ModelConfig, resolve_device
+
 LOG_TAIL_CHARS = 3000
 
 
@@ -28,17 +30,13 @@ class BaselineError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BaselineSpec:
-    """What to start. ``kv_cache_space_gib`` is ``VLLM_CPU_KVCACHE_SPACE`` (CPU builds)."""
+    """What to start: ``engine_flags`` are the `vllm serve` flags of the engine (``--model``
+    first), ``env`` what vLLM reads besides (``VLLM_CPU_KVCACHE_SPACE`` on CPU builds)."""
 
-    model_path: str
+    engine_flags: tuple[str, ...]
     served_model_name: str
     port: int
     host: str = "127.0.0.1"
-    dtype: str = "float32"
-    max_model_len: int = 2048
-    enforce_eager: bool = True
-    kv_cache_space_gib: int = 1
-    extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -53,18 +51,30 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def command(spec: BaselineSpec) -> list[str]:
-    args = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", spec.model_path,
-        "--served-model-name", spec.served_model_name,
-        "--host", spec.host,
-        "--port", str(spec.port),
-        "--dtype", spec.dtype,
-        "--max-model-len", str(spec.max_model_len),
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", *spec.engine_flags,
+        "--served-model-name", spec.served_model_name, "--host", spec.host, "--port", str(spec.port),
     ]
-    if spec.enforce_eager:
-        args.append("--enforce-eager")
-    return [*args, *spec.extra_args]
+
+
+def spec_from_config(config: KaonConfig, model_name: str, port: int) -> BaselineSpec:
+    """The bare vLLM of a kaon model: the engine settings its replicas run (without kaon's
+    KV-event publishing), served under the name the bench sends."""
+    from kaon.engine.args import bare_vllm_flags, cpu_environment
+    from kaon.engine.model_source import resolve_model_path
+
+    model = _config_model(config, model_name)
+    device = resolve_device(config.cluster.device)
+    flags = bare_vllm_flags(model, resolve_model_path(model.source), device)
+    return BaselineSpec(tuple(flags), model_name, port, env=cpu_environment(model) if device == "cpu" else {})
+
+
+def _config_model(config: KaonConfig, name: str) -> ModelConfig:
+    """The config's model of that name, or its only model."""
+    named = [m for m in config.models if m.name == name]
+    if named or len(config.models) == 1:
+        return (named or config.models)[0]
+    raise ConfigError(f"the baseline config has no model {name!r} (it has {[m.name for m in config.models]})")
 
 
 class BareVLLMServer:
@@ -89,7 +99,7 @@ class BareVLLMServer:
         self.stop()
 
     def start(self) -> None:
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(self.spec.kv_cache_space_gib), **self.spec.env)
+        env = dict(os.environ, **self.spec.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(

@@ -14,7 +14,10 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kaon.bench.baseline import BaselineSpec
 
 WORKLOADS = ("shared-prefix", "multi-turn", "random")
 WARMUP_SEED = 2**31 - 1
@@ -85,9 +88,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="only compare earlier result files (ratios vs the first) and exit")
     out.add_argument("--baseline", action="store_true",
                      help="also run the same workloads against a bare vLLM of the same model started here")
-    out.add_argument("--baseline-max-model-len", type=int, default=2048)
-    out.add_argument("--baseline-dtype", default="float32")
-    out.add_argument("--baseline-kv-cache-gib", type=int, default=1)
+    out.add_argument("--baseline-config", type=Path,
+                     help="kaon config whose model's engine settings the bare vLLM runs with "
+                          "(default: kaon serve's default, configs/tiny-cpu.yaml)")
     return p
 
 
@@ -239,10 +242,11 @@ def _run(args: argparse.Namespace) -> int:
     warmup = build_workload_warmup(tokenizer, args.warmup_requests)
     if len(models) > 1:
         return _run_models(args, models, jobs, warmup, out_dir)
+    baseline = _baseline_spec(args, model) if args.baseline else None  # a bad config fails before any run
     results = _run_all(args, args.label, args.url, model, _target_stats(args), jobs, warmup, out_dir)
     baseline_ok = True
-    if args.baseline:
-        baseline_results = _run_baseline(args, model, model_path, jobs, warmup, out_dir, results)
+    if baseline is not None:
+        baseline_results = _run_baseline(args, baseline, jobs, warmup, out_dir, results)
         baseline_ok = baseline_results is not None
         results += baseline_results or []
     report.plot_ttft_cdf(results, out_dir / "ttft_cdf.png")
@@ -355,21 +359,28 @@ def _execute(requests, schedule, config, stats):
     return asyncio.run(go())
 
 
-def _run_baseline(args, model, model_path, jobs, warmup, out_dir, target_results) -> list[dict[str, Any]] | None:
+def _baseline_spec(args: argparse.Namespace, model: str) -> BaselineSpec:
+    from kaon.bench.baseline import free_port, spec_from_config
+    from kaon.config import ConfigError, default_config_path, load_config
+
+    try:
+        return spec_from_config(load_config(args.baseline_config or default_config_path()), model, free_port())
+    except ConfigError as error:
+        raise UsageError(f"--baseline-config: {error}") from None
+
+
+def _run_baseline(args, spec: BaselineSpec, jobs, warmup, out_dir, target_results) -> list[dict[str, Any]] | None:
     """Run the same jobs against a bare vLLM; print each point's ratios; None if it failed to start."""
     from kaon.bench import report
-    from kaon.bench.baseline import BareVLLMServer, BaselineError, BaselineSpec, free_port
+    from kaon.bench.baseline import BareVLLMServer, BaselineError
     from kaon.bench.server_metrics import prometheus_source
 
-    spec = BaselineSpec(model_path=model_path, served_model_name=model, port=free_port(),
-                        dtype=args.baseline_dtype, max_model_len=args.baseline_max_model_len,
-                        kv_cache_space_gib=args.baseline_kv_cache_gib)
     print(f"starting bare vLLM on port {spec.port} (log {out_dir / 'baseline-vllm.log'})…", flush=True)
     try:
         with BareVLLMServer(spec, out_dir / "baseline-vllm.log") as url:
             label = "vllm" if args.label != "vllm" else "vllm-baseline"
             metrics = (prometheus_source(f"{url}/metrics"), f"{url}/metrics")
-            results = _run_all(args, label, url, model, metrics, jobs, warmup, out_dir)
+            results = _run_all(args, label, url, spec.served_model_name, metrics, jobs, warmup, out_dir)
     except BaselineError as error:
         print(f"kaon bench: baseline failed: {error}", file=sys.stderr)
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any, NoReturn
 
 from kaon.config import ConfigError, EngineConfig, ModelConfig
@@ -107,22 +108,47 @@ def to_flags(settings: dict[str, Any], option_strings: set[str]) -> list[str]:
 
 
 def vllm_args(model: ModelConfig, model_path: str, device: str) -> argparse.Namespace:
-    """Parse the model's settings with vLLM's `vllm serve` parser.
+    """Parse the model's settings with vLLM's `vllm serve` parser, as a kaon replica runs them:
+    served under the model's name, publishing KV events when its router uses them.
 
     ``engine.extra_args`` go last, so they may override anything kaon sets.
     """
     parser = _vllm_parser()
+    replica = {"served_model_name": [model.name]}
+    if publishes_kv_events(model):
+        replica["kv_events_config"] = KV_EVENTS_CONFIG
+    return _parse(parser, model, _flags(parser, model, model_path, device, replica))
+
+
+def bare_vllm_flags(model: ModelConfig, model_path: str, device: str) -> list[str]:
+    """The `vllm serve` flags of the model's engine settings alone: the bare vLLM a user would
+    run without kaon (no served name, no KV events), checked by vLLM's parser."""
+    parser = _vllm_parser()
+    flags = _flags(parser, model, model_path, device, {})
+    _parse(parser, model, flags)
+    return flags
+
+
+def _flags(parser: argparse.ArgumentParser, model: ModelConfig, model_path: str, device: str, added: dict[str, Any]) -> list[str]:
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(model.engine.extra_args) - known)
     if unknown:
         raise ConfigError(f"models[{model.name}].engine.extra_args: not vLLM arguments: {unknown}")
-    settings = engine_settings(model.engine, device)
-    settings["served_model_name"] = [model.name]
-    if publishes_kv_events(model):
-        settings["kv_events_config"] = KV_EVENTS_CONFIG
+    settings = {**engine_settings(model.engine, device), **added}
     options = set(parser._option_string_actions)
-    flags = ["--model", model_path, *to_flags(settings, options), *to_flags(model.engine.extra_args, options)]
+    return ["--model", model_path, *to_flags(settings, options), *to_flags(model.engine.extra_args, options)]
+
+
+def _parse(parser: argparse.ArgumentParser, model: ModelConfig, flags: list[str]) -> argparse.Namespace:
     try:
         return parser.parse_args(flags)
     except ConfigError as error:
         raise ConfigError(f"models[{model.name}].engine: {error}") from None
+
+
+def cpu_environment(model: ModelConfig) -> dict[str, str]:
+    """Environment vLLM's CPU backend reads at engine start (a thread binding set by the user wins)."""
+    environment = {"VLLM_CPU_KVCACHE_SPACE": str(model.engine.kv_cache_space_gib)}
+    if model.engine.world_size > 1 and CPU_THREADS_BIND not in os.environ:
+        environment[CPU_THREADS_BIND] = cpu_threads_bind(model, sorted(os.sched_getaffinity(0)))
+    return environment

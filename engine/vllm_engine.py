@@ -24,7 +24,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
 from kaon.config import ModelConfig
-from kaon.engine.args import CPU_THREADS_BIND, cpu_threads_bind, vllm_args
+from kaon.engine.args import cpu_environment, vllm_args
 from kaon.engine.model_source import resolve_model_path
 from kaon.engine.protocol import ChatResult, CompletionResult
 from kaon.engine.stats import EngineStats, KVEventSource
@@ -55,14 +55,6 @@ class _StatsRecorder(StatLoggerBase):
 
     def log_engine_initialized(self) -> None:
         pass
-
-
-def cpu_environment(model: ModelConfig) -> dict[str, str]:
-    """Environment vLLM's CPU backend reads at engine start (a thread binding set by the user wins)."""
-    environment = {"VLLM_CPU_KVCACHE_SPACE": str(model.engine.kv_cache_space_gib)}
-    if model.engine.world_size > 1 and CPU_THREADS_BIND not in os.environ:
-        environment[CPU_THREADS_BIND] = cpu_threads_bind(model, sorted(os.sched_getaffinity(0)))
-    return environment
 
 
 class VLLMEngine:

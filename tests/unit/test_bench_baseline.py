@@ -1,5 +1,6 @@
-"""kaon.bench.baseline without vLLM: the command line it would run, and the process-group
-lifecycle (ready on /health, whole group stopped, early exit reported) with a stand-in server."""
+"""kaon.bench.baseline without a vLLM server: the command line it would run (a kaon model's
+engine flags, checked by vLLM's own parser), and the process-group lifecycle (ready on
+/health, whole group stopped, early exit reported) with a stand-in server."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import httpx
 import pytest
 
 from kaon.bench import baseline
-from kaon.bench.baseline import BareVLLMServer, BaselineError, BaselineSpec, _group_alive, command, free_port
+from kaon.bench.baseline import BareVLLMServer, BaselineError, BaselineSpec, _group_alive, command, free_port, spec_from_config
+from kaon.config import ConfigError, parse_config
 
 STAND_IN = """
 import http.server, subprocess, sys, time
@@ -29,18 +31,38 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
 
 
 def test_command_is_the_bare_openai_server() -> None:
-    spec = BaselineSpec(model_path="/m", served_model_name="tiny", port=8123, max_model_len=512)
+    spec = BaselineSpec(engine_flags=("--model", "/m", "--max-model-len", "512"), served_model_name="tiny", port=8123)
     args = command(spec)
-    assert args[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert args[:5] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/m"]
     joined = " ".join(args)
-    for flag in ("--model /m", "--served-model-name tiny", "--port 8123", "--host 127.0.0.1",
-                 "--dtype float32", "--max-model-len 512", "--enforce-eager"):
+    for flag in ("--served-model-name tiny", "--port 8123", "--host 127.0.0.1", "--max-model-len 512"):
         assert flag in joined
+
+
+def test_the_baseline_runs_the_replicas_engine_settings_without_kaons_additions() -> None:
+    config = parse_config({"models": [{
+        "name": "tiny", "source": "/models/tiny", "engine": {"dtype": "float32", "max_model_len": 512, "max_num_seqs": 8,
+                                                            "kv_cache_space_gib": 2, "extra_args": {"max_logprobs": 5}},
+    }], "cluster": {"device": "cpu"}})
+    spec = spec_from_config(config, "tiny", 8123)
+    flags = " ".join(spec.engine_flags)
+    for flag in ("--model /models/tiny", "--dtype float32", "--max-model-len 512", "--max-num-seqs 8", "--enforce-eager", "--max-logprobs 5"):
+        assert flag in flags
+    assert "--kv-events-config" not in flags and "--served-model-name" not in flags
+    assert spec.env == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    assert spec_from_config(config, "other-name", 8123).served_model_name == "other-name"  # a config's only model
+
+
+def test_a_config_with_several_models_must_name_the_benched_one() -> None:
+    config = parse_config({"models": [{"name": "a", "source": "/a"}, {"name": "b", "source": "/b"}], "cluster": {"device": "cpu"}})
+    assert "--model /b" in " ".join(spec_from_config(config, "b", 1).engine_flags)
+    with pytest.raises(ConfigError, match="no model 'c'"):
+        spec_from_config(config, "c", 1)
 
 
 def test_ready_then_whole_group_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(baseline, "command", lambda spec: [sys.executable, "-c", STAND_IN, str(spec.port)])
-    spec = BaselineSpec(model_path="/m", served_model_name="tiny", port=free_port())
+    spec = BaselineSpec(engine_flags=("--model", "/m"), served_model_name="tiny", port=free_port())
     server = BareVLLMServer(spec, tmp_path / "log.txt", ready_timeout_s=30)
     with server as url:
         pgid = server._process.pid
@@ -56,7 +78,7 @@ def test_ready_then_whole_group_stopped(tmp_path: Path, monkeypatch: pytest.Monk
 def test_early_exit_raises_with_log_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     crash = "import sys; print('no such model'); sys.exit(3)"
     monkeypatch.setattr(baseline, "command", lambda spec: [sys.executable, "-c", crash])
-    server = BareVLLMServer(BaselineSpec("/m", "tiny", free_port()), tmp_path / "log.txt", ready_timeout_s=30)
+    server = BareVLLMServer(BaselineSpec(("--model", "/m"), "tiny", free_port()), tmp_path / "log.txt", ready_timeout_s=30)
     with pytest.raises(BaselineError, match="code 3(.|\n)*no such model"):
         with server:
             pass

@@ -1,15 +1,18 @@
-"""``build_app``: the config → a Ray Serve application (one deployment per model + the router)."""
+"""``build_app``: the config → a Ray Serve application (one deployment per model + the router);
+``app_builder``: the same from a Serve config file's ``args``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from kaon.cluster.placement import plan_replica
-from kaon.config import KaonConfig, ModelConfig, NodeTypeConfig, deployment_name
+from kaon.config import ConfigError, KaonConfig, ModelConfig, NodeTypeConfig, apply_overrides, deployment_name, parse_config, resolve_device
 from kaon.deployments.auth import api_keys
 from kaon.deployments.autoscaling_policy import serve_autoscaling_config
 from kaon.deployments.replica import EngineFactory, ModelReplica
@@ -71,3 +74,24 @@ def build_app(config: KaonConfig, device: str, engine_factory: EngineFactory = V
         ray_actor_options={"num_cpus": 0},
     )
     return router.bind(config, models, device, api_keys(config.auth, os.environ))
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Serve's application builder for config files (``serve deploy``, KubeRay's ``serveConfigV2``):
+    ``import_path: kaon.deployments.app:app_builder`` with ``args: {config: <kaon config mapping>}``
+    and optionally ``set: {dotted.path: value}`` applied on top, as ``kaon serve --set`` does.
+    Validated like a config file: anything wrong raises ``ConfigError`` naming the field."""
+    unknown = sorted(set(args) - {"config", "set"})
+    if unknown:
+        raise ConfigError(f"application args: unknown keys {unknown}; expected config and optionally set")
+    config = parse_config(_mapping(args, "config"))
+    if "set" in args:
+        config = apply_overrides(config, _mapping(args, "set"))
+    return build_app(config, resolve_device(config.cluster.device))
+
+
+def _mapping(args: dict[str, Any], key: str) -> dict[str, Any]:
+    value = args.get(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"application args.{key}: expected a mapping, got {type(value).__name__}")
+    return dict(value)

@@ -1,4 +1,4 @@
-"""The `kaon` command: serve, status, shutdown, tiny-model."""
+"""The `kaon` command: serve, serve-config, status, shutdown, api-key, tiny-model, bench, sim."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from kaon.bench.cli import run as run_bench
 from kaon.config import ConfigError, KaonConfig, ModelConfig, apply_overrides, default_config_path, load_config, resolve_device
 from kaon.sim import cli as sim_cli
 
+APP_BUILDER = "kaon.deployments.app:app_builder"
+"""Serve's import path of kaon's application builder (a string: importing it loads vLLM)."""
 READY_TIMEOUT_S = 900.0
 POLL_INTERVAL_S = 1.0
 
@@ -23,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="deploy the models and the OpenAI API")
-    serve.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
+    _add_config_arguments(serve)
     serve.add_argument("--model", help="serve this model (hub id or path) instead of the config's models")
     serve.add_argument("--replicas", type=int, help="replicas of every model (with autoscaling: the initial count)")
     serve.add_argument("--min-replicas", type=int, help="autoscale every model on queue depth, down to this (0: to zero when idle)")
@@ -34,9 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP port of the OpenAI API")
     serve.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     serve.add_argument("--detach", action="store_true", help="return once ready, leave it serving")
-    serve.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
-                       help="set any config field by its dotted path, value in YAML (e.g. models.0.routing.kv_events=false, "
-                       "router.replicas=2); applied last, repeatable")
+
+    serve_config = commands.add_parser("serve-config", help="print a Ray Serve config file of kaon (for `serve deploy`)")
+    _add_config_arguments(serve_config)
 
     status = commands.add_parser("status", help="deployments, replicas, their state and load")
     status.add_argument("--address", default="auto")
@@ -55,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--size", choices=["tiny", "bench"], default="tiny")
     tiny.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/tiny-cpu.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
+                        help="set any config field by its dotted path, value in YAML (e.g. models.0.routing.kv_events=false, "
+                        "router.replicas=2); applied last, repeatable")
+
+
+def _configured(args: argparse.Namespace, overrides: Callable[[KaonConfig, argparse.Namespace], dict[str, Any]]) -> KaonConfig:
+    """``--config`` (default: configs/tiny-cpu.yaml) with the overrides of the command's flags, validated."""
+    config = load_config(args.config or default_config_path())
+    return apply_overrides(config, overrides(config, args))
 
 
 def serve_overrides(config: KaonConfig, args: argparse.Namespace) -> dict[str, Any]:
@@ -77,7 +93,12 @@ def serve_overrides(config: KaonConfig, args: argparse.Namespace) -> dict[str, A
         overrides["http.port"] = args.port
     if args.address is not None:
         overrides["cluster.address"] = args.address
-    return overrides | dict(_setting(text) for text in args.settings)
+    return overrides | set_overrides(args)
+
+
+def set_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted config paths the ``--set`` flags set."""
+    return dict(_setting(text) for text in args.settings)
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -114,8 +135,7 @@ def _local_num_cpus(config: KaonConfig) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from kaon.cluster import local
 
-    config = load_config(args.config or default_config_path())
-    config = apply_overrides(config, serve_overrides(config, args))
+    config = _configured(args, serve_overrides)
     address = config.cluster.address
     started_here = False
     if address is None:
@@ -212,6 +232,27 @@ def _teardown(app_name: str, stop_ray: bool) -> None:
         local.stop_local_ray()
 
 
+def cmd_serve_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = _configured(args, lambda _config, flags: set_overrides(flags))
+    print(yaml.safe_dump(serve_config_file(config), sort_keys=False), end="")
+    return 0
+
+
+def serve_config_file(config: KaonConfig) -> dict[str, Any]:
+    """A Ray Serve config file (``serve deploy``, KubeRay's ``serveConfigV2``) that deploys ``config``
+    as ``kaon serve`` does: Serve's HTTP address from ``http``, the app at route ``/`` built by
+    ``APP_BUILDER`` from the config (only the fields that differ from kaon's defaults)."""
+    application = {
+        "name": config.cluster.app_name,
+        "route_prefix": "/",
+        "import_path": APP_BUILDER,
+        "args": {"config": config.model_dump(mode="json", exclude_defaults=True)},
+    }
+    return {"http_options": {"host": config.http.host, "port": config.http.port}, "applications": [application]}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from kaon.cluster import local
     from kaon.cluster.status import format_apps, read_apps
@@ -269,7 +310,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "api-key": cmd_api_key, "bench": run_bench, "sim": sim_cli.run}
+COMMANDS = {"serve": cmd_serve, "serve-config": cmd_serve_config, "status": cmd_status, "shutdown": cmd_shutdown, "tiny-model": cmd_tiny_model, "api-key": cmd_api_key, "bench": run_bench, "sim": sim_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:

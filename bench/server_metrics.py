@@ -2,8 +2,9 @@
 
 A *stats source* is any callable returning a mapping with some of ``STAT_KEYS`` (totals
 over the server's engines). ``prometheus_source`` reads vLLM's ``/metrics`` text format
-(names from ``vllm/v1/metrics/loggers.py``); ``engine_stats_source`` adapts kaon's
-per-replica ``EngineStats`` (as ``kaon status`` reads them) without importing Ray here.
+(names from ``vllm/v1/metrics/loggers.py``, also as a Ray metrics agent exports them);
+``engine_stats_source`` adapts kaon's per-replica ``EngineStats`` (as ``kaon status`` reads
+them) without importing Ray here.
 Counters are differenced over the run; gauges are sampled while it runs.
 """
 
@@ -49,8 +50,14 @@ def parse_prometheus_text(text: str) -> dict[str, float]:
 
 
 def vllm_stats(samples: Mapping[str, float]) -> dict[str, float]:
-    """``STAT_KEYS`` found in parsed vLLM metrics (absent names are left out)."""
-    return {key: samples[name] for key, name in VLLM_METRIC_NAMES.items() if name in samples}
+    """``STAT_KEYS`` found in parsed vLLM metrics, named as vLLM's server names them or as
+    Ray's metrics agent exports them (``vllm:x`` as ``ray_vllm_x``); absent names are left out."""
+    stats = {}
+    for key, name in VLLM_METRIC_NAMES.items():
+        found = [samples[n] for n in (name, "ray_" + name.replace(":", "_")) if n in samples]
+        if found:
+            stats[key] = found[0]
+    return stats
 
 
 def prometheus_source(url: str, timeout_s: float = 5.0) -> StatsSource:
@@ -105,12 +112,14 @@ def server_report(
     source: str, before: Mapping[str, float] | None, after: Mapping[str, float] | None,
     samples: list[Mapping[str, float]], read_errors: int = 0, last_error: str | None = None,
 ) -> ServerMetricsReport:
-    """Combine the reads taken before, during and after a run."""
+    """Combine the reads taken before, during and after a run. A counter missing from a
+    successful read before the run counts from 0: a Ray metrics agent exports a counter only
+    once it has counted something."""
 
     def delta(key: str) -> float | None:
-        if before is None or after is None or key not in before or key not in after:
+        if before is None or after is None or key not in after:
             return None
-        return after[key] - before[key]
+        return after[key] - before.get(key, 0.0)
 
     def gauge(key: str) -> list[float]:
         return [s[key] for s in samples if key in s]

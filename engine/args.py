@@ -129,6 +129,14 @@ def bare_vllm_flags(model: ModelConfig, model_path: str, device: str) -> list[st
     return flags
 
 
+def changed_vllm_args(flags: list[str]) -> dict[str, Any]:
+    """The values vLLM's parser gives `vllm serve` ``flags`` that differ from its defaults
+    (``model`` among them): the same engine for an API that takes keyword arguments."""
+    parser = _vllm_parser()
+    given, defaults = vars(parser.parse_args(flags)), vars(parser.parse_args([]))
+    return {name: value for name, value in given.items() if value != defaults.get(name)}
+
+
 def _flags(parser: argparse.ArgumentParser, model: ModelConfig, model_path: str, device: str, added: dict[str, Any]) -> list[str]:
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(model.engine.extra_args) - known)

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 PINNED = {"ray": "2.60.0", "torch": "2.13.0"}
-PRESENT = ["transformers", "tokenizers", "pydantic", "pyyaml", "openai", "httpx", "pytest", "pytest-timeout", "helm-python-sdk"]
+PRESENT = ["transformers", "tokenizers", "pydantic", "pyyaml", "openai", "httpx", "pytest", "pytest-timeout", "helm-python-sdk",
+           "pyarrow"]
 TRAPS = ["torchvision", "torchaudio", "torchcodec"]
 
 

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from kaon.bench.cli import UsageError, add_parser, load_points, main
+from kaon.bench.cli import UsageError, add_parser, baseline_specs, load_points, main
 from kaon.tiny_model import ensure_tiny_model
 from tests.unit.test_bench_client import fake  # noqa: F401 - the fake OpenAI server fixture
 
@@ -70,3 +71,22 @@ def test_several_models_get_the_same_workload_and_a_ratio_table(fake, tmp_path: 
     table = capsys.readouterr().out.split("TTFT p50 ms")[-1]
     assert "slow concurrency 2" in table and "fast concurrency 2" in table and "x)" in table
     assert (out / "compare.png").exists()
+
+
+def test_baselines_default_to_bare_vllm_and_repeat(tmp_path: Path) -> None:
+    assert _args().baseline is None and baseline_specs(_args(), "tiny") == []
+    assert _args("--baseline", "--concurrency", "2").baseline == ["vllm"]
+    assert _args("--baseline", "vllm", "--baseline", "ray-serve-llm").baseline == ["vllm", "ray-serve-llm"]
+    with pytest.raises(SystemExit):
+        _args("--baseline", "sglang")
+    config = tmp_path / "kaon.yaml"
+    config.write_text(yaml.safe_dump({"models": [{"name": "tiny", "source": "/models/tiny"}], "cluster": {"device": "cpu"}}))
+    args = _args("--baseline", "--baseline", "ray-serve-llm", "--baseline", "--baseline-replicas", "2",
+                 "--baseline-router", "prefix", "--baseline-config", str(config))
+    vllm, ray = baseline_specs(args, "tiny")  # each kind once, in the order given
+    assert [(s.kind, s.replicas, s.router) for s in (vllm, ray)] == [("vllm", 1, "default"), ("ray-serve-llm", 2, "prefix")]
+    assert vllm.engine_flags == ray.engine_flags and vllm.env == ray.env and vllm.port != ray.port
+    for bad in (["--baseline", "--baseline-router", "prefix"], ["--baseline-replicas", "2"],
+                ["--baseline", "ray-serve-llm", "--baseline-replicas", "0"]):
+        with pytest.raises(UsageError, match="apply to --baseline ray-serve-llm"):
+            baseline_specs(_args(*bad, "--baseline-config", str(config)), "tiny")

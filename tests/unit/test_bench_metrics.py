@@ -80,6 +80,11 @@ def test_prometheus_text_to_vllm_stats() -> None:
                      "requests_waiting": 5.0, "requests_running": 4.0}
 
 
+def test_vllm_stats_as_rays_metrics_agent_exports_them() -> None:
+    text = "\n".join(line.replace("vllm:", "ray_vllm_") for line in VLLM_METRICS.splitlines())
+    assert vllm_stats(parse_prometheus_text(text)) == vllm_stats(parse_prometheus_text(VLLM_METRICS))
+
+
 def test_server_report_deltas_and_gauges() -> None:
     before = {"prefix_cache_queries_tokens": 1000.0, "prefix_cache_hits_tokens": 100.0}
     after = {"prefix_cache_queries_tokens": 3000.0, "prefix_cache_hits_tokens": 1600.0}
@@ -88,6 +93,7 @@ def test_server_report_deltas_and_gauges() -> None:
     assert (r.prefix_cache_queries_tokens, r.prefix_cache_hits_tokens, r.prefix_cache_hit_rate) == (2000, 1500, 0.75)
     assert (r.requests_waiting_max, r.requests_waiting_mean, r.requests_running_max, r.samples) == (6, 3, 2, 3)
     assert server_report("x", None, after, []).prefix_cache_hit_rate is None
+    assert server_report("x", {}, after, []).prefix_cache_hit_rate == 1600 / 3000  # counters not exported yet
 
 
 def test_engine_stats_source_sums_replicas() -> None:

@@ -134,10 +134,12 @@ def specs_from_config(
 
 def _config_model(config: KaonConfig, name: str) -> ModelConfig:
     """The config's model of that name, or its only model."""
-    named = [m for m in config.models if m.name == name]
-    if named or len(config.models) == 1:
-        return (named or config.models)[0]
-    raise ConfigError(f"the baseline config has no model {name!r} (it has {[m.name for m in config.models]})")
+    if len(config.models) == 1:
+        return config.models[0]
+    try:
+        return config.model(name)
+    except KeyError:
+        raise ConfigError(f"the baseline config has no model {name!r} (it has {[m.name for m in config.models]})") from None
 
 
 class BaselineServer:

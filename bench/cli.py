@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from kaon.bench.baseline import BaselineSpec
 
 WORKLOADS = ("shared-prefix", "multi-turn", "random")
-BASELINES, BASELINE_ROUTERS = ("vllm", "ray-serve-llm"), ("default", "prefix")  # baseline.KINDS, ray_serve_llm.ROUTERS
 WARMUP_SEED = 2**31 - 1
 
 
@@ -29,6 +28,9 @@ class UsageError(ValueError):
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from kaon.bench.baseline import KINDS
+    from kaon.bench.ray_serve_llm import ROUTERS
+
     p = subparsers.add_parser(
         "bench", help="load-test an OpenAI-compatible endpoint (kaon or any other)",
         description="Send a seeded workload on an arrival schedule, stream every response, and "
@@ -87,7 +89,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, help="result directory (default bench-results/<timestamp>)")
     out.add_argument("--compare", nargs="+", type=Path, metavar="RESULT.json",
                      help="only compare earlier result files (ratios vs the first) and exit")
-    out.add_argument("--baseline", action="append", nargs="?", const="vllm", choices=BASELINES, metavar="KIND",
+    out.add_argument("--baseline", action="append", nargs="?", const="vllm", choices=sorted(KINDS), metavar="KIND",
                      help="also run the workloads against a baseline of the same model started here: vllm (default) a "
                           "bare vLLM server, ray-serve-llm Ray Serve LLM on a Ray of its own; repeat for several")
     out.add_argument("--baseline-config", type=Path,
@@ -95,7 +97,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                           "(default: kaon serve's default, configs/tiny-cpu.yaml)")
     out.add_argument("--baseline-replicas", type=int, default=1,
                      help="Ray Serve LLM's replicas (default %(default)s; bare vLLM is one server)")
-    out.add_argument("--baseline-router", choices=BASELINE_ROUTERS, default="default",
+    out.add_argument("--baseline-router", choices=sorted(ROUTERS), default="default",
                      help="Ray Serve LLM's request router: default, or prefix (its PrefixCacheAffinityRouter)")
     return p
 
